@@ -1,0 +1,41 @@
+"""Snakemake front end of the HRM pipeline (scheduling; DVC does versioning and caching).
+
+The rules in workflow/rules/ take their paths from hrm.paths and their inputs from hrm.stages,
+the same module that generates dvc.yaml. Targets: all, demo, train_cifar, train_mnist.
+Run `snakemake --cores 4 train_cifar` (profiles/default limits gpu=1).
+"""
+
+
+include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    root="|".join(paths.GROUP_ROOTS.values()),
+    experiment=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    seed=r"\d+",
+    dataset=r"[A-Za-z0-9_-]+",
+
+
+rule all:
+    input:
+        sorted(stages.outputs(TABLE)),
+
+
+rule demo:
+    input:
+        group_targets("demo"),
+
+
+rule train_cifar:
+    input:
+        train_targets("cifar10", "cifar100"),
+
+
+rule train_mnist:
+    input:
+        train_targets("mnist"),
+
+
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/report.smk"

@@ -1,0 +1,165 @@
+"""`python -m hrm STAGE ...` (also `hrm`): the one entry point for people, DVC, Snakemake and CI.
+
+Every command validates the params file first and writes nothing when it refuses. Modules that
+import torch are imported inside the handlers so that `--help`, `check` and `describe` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from hrm import paths, stages
+from hrm.config import DEFAULT_PARAMS, GROUPS, Params, load_params
+from hrm.data.sources import DATASETS
+from hrm.errors import ConfigError, HrmError
+
+log = logging.getLogger("hrm")
+
+
+def _dataset(name: str) -> str:
+    if name not in DATASETS:
+        from hrm.config import _closest
+
+        raise ConfigError(f"dataset {name!r} is unknown{_closest(name, DATASETS)}; known: {', '.join(DATASETS)}")
+    return name
+
+
+def _seed(params: Params, name: str, seed: int) -> int:
+    exp = params.experiment(name)
+    if seed < 0:
+        raise ConfigError(f"--seed: got {seed}; must be >= 0")
+    if seed not in exp.seeds:
+        log.warning("seed %d is not in experiments.%s.seeds %s: this run is outside the DAG and its reports",
+                    seed, name, list(exp.seeds))
+    return seed
+
+
+def cmd_download(params: Params, args: argparse.Namespace) -> int:
+    from hrm.data.download import download
+
+    download(_dataset(args.dataset), args.source)
+    return 0
+
+
+def cmd_build(params: Params, args: argparse.Namespace) -> int:
+    from hrm.data.build import build
+
+    build(_dataset(args.dataset))
+    return 0
+
+
+def cmd_train(params: Params, args: argparse.Namespace) -> int:
+    seed = _seed(params, args.experiment, args.seed)
+    from hrm.train import train
+
+    train(params, args.experiment, seed)
+    return 0
+
+
+def cmd_evaluate(params: Params, args: argparse.Namespace) -> int:
+    seed = _seed(params, args.experiment, args.seed)
+    from hrm.evaluate import evaluate
+
+    evaluate(params, args.experiment, seed)
+    return 0
+
+
+def cmd_report(params: Params, args: argparse.Namespace) -> int:
+    from hrm.report import report
+
+    report(params, args.group)
+    return 0
+
+
+def cmd_check(params: Params, args: argparse.Namespace) -> int:
+    print(f"{params.path}: OK ({len(params.experiments)} experiments, {len(params.models)} models, "
+          f"{len(params.recipes)} recipes)")
+    return 0
+
+
+def describe(params: Params, name: str) -> dict[str, object]:
+    from hrm.models.registry import count_params
+
+    exp = params.experiment(name)
+    spec = DATASETS[exp.dataset]
+    runs = {}
+    for seed in exp.seeds:
+        cached, audited = stages.train_outputs(exp, seed)
+        runs[str(seed)] = {"model": cached[0], "train": audited, "evaluate": stages.evaluate_outputs(exp, seed)}
+    return {"experiment": name, "config": exp.as_dict(), "params_hash": exp.params_hash(),
+            "dataset": {"name": spec.name, "image_shape": list(spec.image_shape), "classes": spec.classes,
+                        "train_size": spec.train_size, "test_size": spec.test_size, "norm": spec.norm,
+                        "raw": str(paths.raw_dir(spec.name)), "built": str(paths.built_dir(spec.name))},
+            "outputs": runs, "params": count_params(exp.model, spec)}
+
+
+def cmd_describe(params: Params, args: argparse.Namespace) -> int:
+    print(json.dumps(describe(params, args.experiment), indent=2))
+    return 0
+
+
+def cmd_dvc_yaml(params: Params, args: argparse.Namespace) -> int:
+    text = stages.dvc_yaml(params)
+    if args.check:
+        current = stages.DVC_YAML.read_text() if stages.DVC_YAML.exists() else ""
+        if current != text:
+            print(f"{stages.DVC_YAML} is stale: run `hrm dvc-yaml` and commit it", file=sys.stderr)
+            return 1
+        print(f"{stages.DVC_YAML} is up to date ({len(stages.stage_table(params))} stages)")
+        return 0
+    from hrm.atomic import write_text
+
+    write_text(stages.DVC_YAML, text)
+    print(f"wrote {stages.DVC_YAML} ({len(stages.stage_table(params))} stages)")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hrm", description="Reproducible pipeline for the HRM studies.")
+    p.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="params file (default: params.yaml)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="STAGE")
+
+    def add(name: str, fn: object, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    sp = add("download", cmd_download, "fetch and md5-verify a data set's raw files")
+    sp.add_argument("dataset", help=f"one of: {', '.join(DATASETS)}")
+    sp.add_argument("--from", dest="source", type=Path, default=None,
+                    help="folder with verified copies (also $HRM_DATA_DIR); no network needed")
+    sp = add("build", cmd_build, "turn raw files into arrays and normalisation statistics")
+    sp.add_argument("dataset", help=f"one of: {', '.join(DATASETS)}")
+    for name, fn, text in (("train", cmd_train, "train one run (resumes from its checkpoint)"),
+                           ("evaluate", cmd_evaluate, "evaluate a trained run and draw its figures")):
+        sp = add(name, fn, text)
+        sp.add_argument("experiment", help="a key of the experiments section")
+        sp.add_argument("--seed", type=int, required=True, help="one of the experiment's seeds")
+    sp = add("report", cmd_report, "write the paper-vs-reproduced tables of a group")
+    sp.add_argument("group", choices=GROUPS)
+    add("check", cmd_check, "validate the params file (exit 2 with the offending key)")
+    sp = add("describe", cmd_describe, "print an experiment's resolved config, data, outputs and parameter count")
+    sp.add_argument("experiment")
+    sp = add("dvc-yaml", cmd_dvc_yaml, "write dvc.yaml from the stage table")
+    sp.add_argument("--check", action="store_true", help="exit 1 if the committed dvc.yaml is stale")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        params = load_params(args.params)
+        return int(args.fn(params, args))
+    except HrmError as exc:
+        print(f"hrm {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"hrm {args.command}: interrupted", file=sys.stderr)
+        return 130

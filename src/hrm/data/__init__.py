@@ -1,0 +1,1 @@
+"""Data: sources (what to fetch), download (fetching it), formats (parsers), build (arrays)."""

@@ -1,0 +1,87 @@
+"""Per-run figures of the image study (REFERENCE I.6): loss trace, accuracy curves, confusion, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from hrm.atomic import atomic_path  # noqa: E402
+
+MOVING_AVERAGE_STEPS = 50
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def moving_average(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing mean over up to `window` values (shorter at the start, so no step is dropped)."""
+    csum = np.cumsum(np.insert(values.astype(np.float64), 0, 0.0))
+    idx = np.arange(1, len(values) + 1)
+    lo = np.maximum(idx - window, 0)
+    return (csum[idx] - csum[lo]) / (idx - lo)
+
+
+def loss_trace(steps: np.ndarray, losses: np.ndarray, title: str, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, losses, lw=0.5, alpha=0.4, label="per step")
+    window = min(MOVING_AVERAGE_STEPS, max(len(losses) // 10, 1))
+    ax.plot(steps, moving_average(losses, window), lw=1.5, label=f"moving average ({window} steps)")
+    ax.set(xlabel="optimizer step", ylabel="training loss", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save(fig, path)
+
+
+def accuracy_curves(history: list[dict[str, Any]], title: str, path: Path) -> None:
+    epochs = [int(r["epoch"]) for r in history]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(epochs, [100 * float(r["train_acc"]) for r in history], marker="o", label="train")
+    ax.plot(epochs, [100 * float(r["test_acc"]) for r in history], marker="s", label="test")
+    ax.set(xlabel="epoch", ylabel="accuracy (%)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save(fig, path)
+
+
+def confusion_matrix(counts: np.ndarray, names: list[str], title: str, path: Path) -> None:
+    """Row-normalised: each row is the distribution of predictions for one true class."""
+    rows = counts.sum(axis=1, keepdims=True)
+    norm = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
+    k = len(names)
+    fig, ax = plt.subplots(figsize=(6, 5) if k <= 20 else (10, 9))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    if k <= 20:
+        ax.set_xticks(range(k), names, rotation=60, ha="right")
+        ax.set_yticks(range(k), names)
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    _save(fig, path)
+
+
+def error_grid(images: np.ndarray, true: list[int], pred: list[int], names: list[str], title: str,
+               path: Path) -> None:
+    """Grid of misclassified test images (uint8, N x C x H x W) titled true/pred."""
+    cols = 8
+    rows = max(1, -(-len(images) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.3, rows * 1.5), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, t, p in zip(axes.flat, images, true, pred):
+        pic = img.transpose(1, 2, 0)
+        ax.imshow(pic[..., 0] if pic.shape[-1] == 1 else pic, cmap="gray" if pic.shape[-1] == 1 else None)
+        ax.set_title(f"{names[t][:8]}/{names[p][:8]}", fontsize=6)
+    fig.suptitle(f"{title} (true/pred)" if len(images) else f"{title}: no errors", fontsize=9)
+    _save(fig, path)

@@ -1,0 +1,1 @@
+"""Models: a name -> constructor registry, layers and the model files."""

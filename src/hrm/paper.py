@@ -1,0 +1,22 @@
+"""The image study's published numbers (REFERENCE I.1): the "paper" column of every table.
+
+Kept apart from anything a run writes: a paper number never fills a "reproduced" cell.
+"""
+
+from __future__ import annotations
+
+SOURCE = "Mantzaris, arXiv 2510.03598 (REFERENCE I.1)"
+
+# Accuracies in percent, times in seconds, one run each in the paper.
+PAPER: dict[str, dict[str, float]] = {
+    "mnist-hrm": {"params": 1_053_056, "epochs": 3, "train_acc": 98.40, "test_acc": 98.02,
+                  "seconds_per_epoch": 110, "total_seconds": 346},
+    "cifar10-hrm": {"params": 3_552_576, "epochs": 25, "train_acc": 99.00, "test_acc": 65.04,
+                    "seconds_per_epoch": 352, "total_seconds": 8836},
+    "cifar10-cnn": {"params": 261_824, "epochs": 25, "train_acc": 85.86, "test_acc": 77.22,
+                    "best_test_acc": 77.44, "best_epoch": 24, "seconds_per_epoch": 12, "total_seconds": 308},
+    "cifar100-hrm": {"params": 3_569_856, "epochs": 25, "train_acc": 91.53, "test_acc": 29.70,
+                     "seconds_per_epoch": 352, "total_seconds": 8821},
+    "cifar100-cnn": {"params": 273_344, "epochs": 25, "train_acc": 50.45, "test_acc": 45.28,
+                     "best_test_acc": 45.85, "best_epoch": 23, "seconds_per_epoch": 12, "total_seconds": 304},
+}

@@ -1,0 +1,116 @@
+"""Every path the pipeline reads or writes, spelled once.
+
+The templates (with `{wildcards}`) are what the Snakemake rules use; the functions fill them for
+the CLI and for `stages.py`, so DVC, Snakemake and `python -m hrm` agree by construction. All paths
+are relative to the project root (the working directory of every stage).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# Downloads and built arrays: DVC-cached, git-ignored.
+RAW_DIR = "data/raw/{dataset}"
+BUILT_DIR = "data/built/{dataset}"
+
+# One folder per run. {root} is results/ for the paper (committed) and results/demo/ for the
+# demo (git-ignored). In it the audited files (cache: false) sit beside the final model (DVC-cached,
+# git-ignored) and the epoch checkpoint (never a DVC output: it changes every epoch).
+GROUP_ROOTS = {"paper": "results", "demo": "results/demo"}
+RUN_DIR = "{root}/runs/{experiment}/seed{seed}"
+MODEL = RUN_DIR + "/model.pt"
+CHECKPOINT = RUN_DIR + "/checkpoint.pt"
+METRICS = RUN_DIR + "/metrics.json"
+HISTORY = RUN_DIR + "/history.csv"
+STEPS = RUN_DIR + "/steps.csv"
+EVAL = RUN_DIR + "/eval.json"
+FIGURE = RUN_DIR + "/{figure}.png"
+TABLE = "{root}/tables/{table}.{ext}"
+
+# Logs of Snakemake jobs (DVC prints to the terminal). They carry the rule's wildcards.
+DATA_LOG = "logs/{verb}/{dataset}.log"
+RUN_LOG = RUN_DIR + "/{verb}.log"
+GROUP_LOG = "{root}/{verb}.log"
+
+TABLES = ("summary",)
+TABLE_EXTS = ("md", "csv")
+FIGURES = ("loss", "accuracy", "confusion", "errors")
+
+
+def raw_dir(dataset: str) -> Path:
+    return Path(RAW_DIR.format(dataset=dataset))
+
+
+def built_dir(dataset: str) -> Path:
+    return Path(BUILT_DIR.format(dataset=dataset))
+
+
+def group_root(group: str) -> str:
+    return GROUP_ROOTS[group]
+
+
+def _result(template: str, group: str, experiment: str, seed: int) -> Path:
+    return Path(template.format(root=group_root(group), experiment=experiment, seed=seed))
+
+
+def run_dir(group: str, experiment: str, seed: int) -> Path:
+    return _result(RUN_DIR, group, experiment, seed)
+
+
+def model_file(group: str, experiment: str, seed: int) -> Path:
+    return _result(MODEL, group, experiment, seed)
+
+
+def checkpoint_file(group: str, experiment: str, seed: int) -> Path:
+    return _result(CHECKPOINT, group, experiment, seed)
+
+
+def metrics_file(group: str, experiment: str, seed: int) -> Path:
+    return _result(METRICS, group, experiment, seed)
+
+
+def history_file(group: str, experiment: str, seed: int) -> Path:
+    return _result(HISTORY, group, experiment, seed)
+
+
+def steps_file(group: str, experiment: str, seed: int) -> Path:
+    return _result(STEPS, group, experiment, seed)
+
+
+def eval_file(group: str, experiment: str, seed: int) -> Path:
+    return _result(EVAL, group, experiment, seed)
+
+
+def table_files(group: str) -> list[Path]:
+    return [Path(TABLE.format(root=group_root(group), table=t, ext=e)) for t in TABLES for e in TABLE_EXTS]
+
+
+def figure_file(group: str, experiment: str, seed: int, figure: str) -> Path:
+    return Path(FIGURE.format(root=group_root(group), experiment=experiment, seed=seed, figure=figure))
+
+
+def figure_files(group: str, experiment: str, seed: int) -> dict[str, Path]:
+    return {f: figure_file(group, experiment, seed, f) for f in FIGURES}
+
+
+def data_log(verb: str, dataset: str) -> Path:
+    return Path(DATA_LOG.format(verb=verb, dataset=dataset))
+
+
+def run_log(verb: str, group: str, experiment: str, seed: int) -> Path:
+    return Path(RUN_LOG.format(verb=verb, root=group_root(group), experiment=experiment, seed=seed))
+
+
+def group_log(verb: str, group: str) -> Path:
+    return Path(GROUP_LOG.format(verb=verb, root=group_root(group)))
+
+
+def group_of_root(root: str) -> str:
+    return {r: g for g, r in GROUP_ROOTS.items()}[root]
+
+
+
+def group_of_output(path: str) -> str | None:
+    """Which group's root holds `path` (the longest matching root wins: results/demo is not paper)."""
+    roots = sorted(GROUP_ROOTS.items(), key=lambda kv: -len(kv[1]))
+    return next((g for g, r in roots if path.startswith(r + "/")), None)

@@ -1,0 +1,54 @@
+"""Provenance recorded with every result: command, commit, params hash, hardware, date."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import subprocess
+import sys
+from typing import Any
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def git_commit() -> dict[str, Any]:
+    commit = _git("rev-parse", "HEAD")
+    # Untracked files do not change what ran; modified tracked files do.
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hardware(device_name: str | None = None) -> dict[str, Any]:
+    import torch
+
+    return {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "gpu": device_name,
+            "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
+            "platform": platform.platform()}
+
+
+def command() -> str:
+    return " ".join(["python -m hrm", *sys.argv[1:]])
+
+
+def record(params_hash: str, device_name: str | None = None) -> dict[str, Any]:
+    return {"command": command(), **git_commit(), "params_hash": params_hash,
+            "hardware": hardware(device_name),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

@@ -1,0 +1,182 @@
+"""`hrm train EXPERIMENT --seed S`: the image-classification training loop (REFERENCE I.2-I.5).
+
+The whole data set sits on the device as uint8 and is normalised per batch; the only host->device
+copy per epoch is the shuffled index order (numpy PCG64 seeded with seed + epoch, as the author
+code). The test set is evaluated after every epoch; a checkpoint is written at every epoch end.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hrm import checkpoint, paths, provenance
+from hrm.atomic import atomic_path, write_json, write_text
+from hrm.config import Experiment, Params, Recipe, Runtime
+from hrm.data import build as built
+from hrm.data.sources import DATASETS
+from hrm.evaluate import Normalizer, predict
+from hrm.gpu import GpuMonitor, resolve_device, synchronize
+from hrm.models.registry import build_model, count_params
+from hrm.optim import adamw, lr_at, set_lr
+from hrm.progress import Progress
+
+log = logging.getLogger("hrm")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Learning rate as a function of the optimizer step (REFERENCE I.3: sized in steps)."""
+
+    recipe: Recipe
+    total: int
+    warmup: int
+
+    def __call__(self, step: int) -> float:
+        r = self.recipe
+        return lr_at(step, peak=r.lr, total=self.total, warmup=self.warmup, floor=r.lr_floor)
+
+
+# One optimizer update on a batch: returns (loss, number correct) as device tensors.
+BatchStep = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.optim.Optimizer, Recipe, float],
+                     tuple[torch.Tensor, torch.Tensor]]
+
+
+def classifier_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                    optimizer: torch.optim.Optimizer, recipe: Recipe, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain supervised step; accuracy is train-mode, measured before the update (author's CNN)."""
+    logits = model(x)
+    loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if recipe.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+    set_lr(optimizer, lr)
+    optimizer.step()
+    return loss.detach(), (logits.detach().argmax(-1) == y).sum()
+
+
+BATCH_STEPS: dict[str, BatchStep] = {"cnn": classifier_step}
+
+
+def configure_torch(runtime: Runtime) -> None:
+    if runtime.num_threads:
+        torch.set_num_threads(runtime.num_threads)
+    if runtime.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The author code's shuffle: numpy default_rng(seed + epoch) permutation, epochs counted from 1."""
+    return np.random.default_rng(seed + epoch).permutation(n)
+
+
+def _csv(rows: list[dict[str, object]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def train(params: Params, name: str, seed: int) -> Path:
+    exp: Experiment = params.experiment(name)
+    recipe, runtime, spec = exp.recipe, params.runtime, DATASETS[exp.dataset]
+    device = resolve_device(runtime.device)
+    configure_torch(runtime)
+    data = built.load(exp.dataset)
+    x_train = torch.from_numpy(np.array(data.train_x)).to(device)   # uint8, resident
+    y_train = torch.from_numpy(np.array(data.train_y)).to(device)
+    x_test = torch.from_numpy(np.array(data.test_x)).to(device)
+    y_test = torch.from_numpy(np.array(data.test_y)).to(device)
+    normalize = Normalizer(data, device)
+
+    model = build_model(exp.model, spec)
+    model.init_weights(torch.Generator().manual_seed(seed))
+    model.to(device)
+    optimizer = adamw(list(model.parameters()), recipe)
+    n = len(x_train)
+    steps_per_epoch = math.ceil(n / recipe.batch_size)
+    schedule = Schedule(recipe, steps_per_epoch * recipe.epochs, round(recipe.warmup_epochs * steps_per_epoch))
+    step_fn = BATCH_STEPS[exp.model.kind]
+
+    ckpt = paths.checkpoint_file(exp.group, name, seed)
+    phash = exp.params_hash()
+    state = checkpoint.resume(ckpt, phash, model, optimizer) or checkpoint.RunState(phash)
+    t_start = time.perf_counter()
+    with GpuMonitor(device, runtime.nvml_interval_s) as monitor:
+        for epoch in range(state.epoch + 1, recipe.epochs + 1):
+            model.train()
+            order = torch.from_numpy(epoch_order(n, seed, epoch)).to(device)
+            losses = torch.zeros(steps_per_epoch, device=device)
+            correct = torch.zeros((), dtype=torch.long, device=device)
+            synchronize(device)
+            t0 = time.perf_counter()
+            with Progress(steps_per_epoch, f"{name} s{seed} epoch {epoch}/{recipe.epochs}", "steps",
+                          notes_only=True) as bar:
+                for i in range(steps_per_epoch):
+                    idx = order[i * recipe.batch_size:(i + 1) * recipe.batch_size]
+                    loss, hits = step_fn(model, normalize(x_train[idx]), y_train[idx], optimizer, recipe,
+                                         schedule(state.step))
+                    losses[i], correct = loss, correct + hits
+                    state.step += 1
+                    bar.advance(1, f"loss {loss.item():.4f}" if (i + 1) % runtime.log_every_steps == 0 else "")
+            synchronize(device)
+            train_s = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            test_pred = predict(model, x_test, normalize, recipe.eval_batch_size)
+            test_acc = (test_pred == y_test).float().mean().item()
+            eval_s = time.perf_counter() - t1
+            step_losses = losses.cpu().tolist()
+            state.step_losses += step_losses
+            state.history.append({"epoch": epoch, "train_loss": float(np.mean(step_losses)),
+                                  "train_acc": correct.item() / n, "test_acc": test_acc,
+                                  "lr": schedule(state.step - 1), "seconds": round(train_s, 3),
+                                  "eval_seconds": round(eval_s, 3)})
+            state.epoch = epoch
+            log.info("%s seed %d epoch %d/%d: train loss %.4f acc %.4f | test acc %.4f | %.1fs", name, seed,
+                     epoch, recipe.epochs, state.history[-1]["train_loss"], state.history[-1]["train_acc"],
+                     test_acc, train_s)
+            checkpoint.save(ckpt, state, model, optimizer)
+    total_s = state.elapsed_s + time.perf_counter() - t_start
+    _write_outputs(exp, seed, state, model, monitor, total_s, spec_params=count_params(exp.model, spec))
+    ckpt.unlink(missing_ok=True)   # finished: a rerun must retrain, not resume at the end
+    return paths.model_file(exp.group, name, seed)
+
+
+def _write_outputs(exp: Experiment, seed: int, state: checkpoint.RunState, model: torch.nn.Module,
+                   monitor: GpuMonitor, total_s: float, spec_params: int) -> None:
+    history = state.history
+    best = max(history, key=lambda r: r["test_acc"])
+    gpu = monitor.facts()
+    metrics = {
+        "experiment": exp.name, "seed": seed, "group": exp.group, "dataset": exp.dataset,
+        "model": exp.model_name, "recipe": exp.recipe_name, "params": spec_params,
+        "epochs": state.epoch, "epochs_planned": exp.recipe.epochs, "complete": state.epoch == exp.recipe.epochs,
+        "optimizer_steps": state.step,
+        "test_acc": history[-1]["test_acc"], "best_test_acc": best["test_acc"], "best_epoch": best["epoch"],
+        "train_acc": history[-1]["train_acc"], "train_loss": history[-1]["train_loss"],
+        "seconds_per_epoch": [r["seconds"] for r in history],
+        "mean_seconds_per_epoch": round(float(np.mean([r["seconds"] for r in history])), 3),
+        "eval_seconds_per_epoch": round(float(np.mean([r["eval_seconds"] for r in history])), 3),
+        "total_seconds": round(total_s, 3), "resumed_from_epochs": state.resumed_from,
+        "gpu": gpu, "provenance": provenance.record(exp.params_hash(), gpu["device_name"]),
+    }
+    model_path = paths.model_file(exp.group, exp.name, seed)
+    with atomic_path(model_path) as tmp:
+        torch.save({"experiment": exp.as_dict(), "seed": seed,
+                    "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}, tmp)
+    write_text(paths.history_file(exp.group, exp.name, seed), _csv(history))
+    write_text(paths.steps_file(exp.group, exp.name, seed),
+               _csv([{"step": i + 1, "loss": round(v, 6)} for i, v in enumerate(state.step_losses)]))
+    write_json(paths.metrics_file(exp.group, exp.name, seed), metrics)

@@ -1,0 +1,28 @@
+# Shared helpers: the params, the stage table and the functions that read them.
+
+from hrm import paths, stages
+from hrm.config import load_params
+
+PARAMS = load_params()
+TABLE = stages.stage_table(PARAMS)
+
+
+def train_targets(*datasets):
+    """metrics.json of every training run on the given data sets (pulls download and build)."""
+    return [str(paths.metrics_file(e.group, e.name, s))
+            for e in PARAMS.experiments.values() if e.dataset in datasets for s in e.seeds]
+
+
+def group_targets(group):
+    """Evaluations, figures and tables of one group."""
+    return sorted(o for s in TABLE for o in s.outs + s.outs_no_cache
+                  if s.verb in ("evaluate", "report") and paths.group_of_output(o) == group)
+
+
+def experiment(wc):
+    """The experiment of a job; its {root} wildcard must be the experiment's group root."""
+    exp = PARAMS.experiment(wc.experiment)
+    if paths.group_root(exp.group) != wc.root:
+        raise ValueError(f"{wc.experiment} belongs under {paths.group_root(exp.group)}/, not {wc.root}/")
+    return exp
+

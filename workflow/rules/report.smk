@@ -1,0 +1,16 @@
+# report: the paper-vs-reproduced tables of one group (paper -> results/, demo -> results/demo/).
+
+
+rule report:
+    input:
+        lambda wc: stages.report_deps(PARAMS, paths.group_of_root(wc.root)),
+    output:
+        expand(paths.TABLE, table=paths.TABLES, ext=paths.TABLE_EXTS, allow_missing=True),
+    log:
+        paths.GROUP_LOG.format(verb="report", root="{root}"),
+    params:
+        group=lambda wc: paths.group_of_root(wc.root),
+    conda:
+        "../envs/hrm.yaml"
+    shell:
+        "python -m hrm report {params.group} > {log} 2>&1"

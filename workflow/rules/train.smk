@@ -1,0 +1,40 @@
+# train -> evaluate, one job per (experiment, seed). {root} must be the experiment's group root.
+
+
+rule train:
+    input:
+        lambda wc: stages.train_deps(experiment(wc)),
+    output:
+        model=paths.MODEL,
+        metrics=paths.METRICS,
+        history=paths.HISTORY,
+        steps=paths.STEPS,
+    log:
+        paths.RUN_LOG.format(verb="train", root="{root}", experiment="{experiment}", seed="{seed}"),
+    params:
+        # Changing the experiment's params changes this hash, which makes Snakemake rerun the job.
+        config=lambda wc: experiment(wc).params_hash(),
+    resources:
+        gpu=1,
+    conda:
+        "../envs/hrm.yaml"
+    shell:
+        "python -m hrm train {wildcards.experiment} --seed {wildcards.seed} > {log} 2>&1"
+
+
+rule evaluate:
+    input:
+        lambda wc: stages.evaluate_deps(experiment(wc), int(wc.seed)),
+    output:
+        result=paths.EVAL,
+        figures=expand(paths.FIGURE, figure=paths.FIGURES, allow_missing=True),
+    log:
+        paths.RUN_LOG.format(verb="evaluate", root="{root}", experiment="{experiment}", seed="{seed}"),
+    params:
+        config=lambda wc: experiment(wc).params_hash(),
+    resources:
+        gpu=1,
+    conda:
+        "../envs/hrm.yaml"
+    shell:
+        "python -m hrm evaluate {wildcards.experiment} --seed {wildcards.seed} > {log} 2>&1"
