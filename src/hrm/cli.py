@@ -151,7 +151,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from hrm import provenance
+
+    argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
+    provenance.set_command(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:

@@ -44,8 +44,17 @@ def hardware(device_name: str | None = None) -> dict[str, Any]:
             "platform": platform.platform()}
 
 
+_ARGV: list[str] | None = None
+
+
+def set_command(argv: list[str]) -> None:
+    """Called by the CLI with the arguments it parsed (sys.argv is not ours under pytest)."""
+    global _ARGV
+    _ARGV = list(argv)
+
+
 def command() -> str:
-    return " ".join(["python -m hrm", *sys.argv[1:]])
+    return " ".join(["python -m hrm", *(sys.argv[1:] if _ARGV is None else _ARGV)])
 
 
 def record(params_hash: str, device_name: str | None = None) -> dict[str, Any]:

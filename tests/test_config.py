@@ -1,0 +1,116 @@
+"""params validation: every bad input is exit code 2 with a message naming the key; nothing written."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, real_params, write_params
+
+from hrm.cli import main
+from hrm.config import load_params
+from hrm.errors import ConfigError
+
+
+def test_committed_params_are_valid() -> None:
+    params = load_params(REPO / "params.yaml")
+    assert {"cifar10-cnn", "cifar100-cnn", "digits-cnn"} <= set(params.experiments)
+    c10 = params.experiment("cifar10-cnn")
+    assert c10.seeds == (2025,) and params.experiment("cifar100-cnn").seeds == (2026,)
+    assert c10.recipe.epochs == 25 and c10.recipe.lr == pytest.approx(3e-4)
+    assert c10.recipe.betas == (0.9, 0.999)
+
+
+def _mutated(edit) -> dict:
+    raw = copy.deepcopy(real_params())
+    edit(raw)
+    return raw
+
+
+BAD = {
+    "unknown key (typo)": (lambda r: r["recipes"]["cifar-cnn"].update(learning_rate=0.1),
+                           ["recipes.cifar-cnn.learning_rate", "unknown key"]),
+    "typo suggests closest": (lambda r: r["recipes"]["cifar-cnn"].update(epoch=3),
+                              ["recipes.cifar-cnn.epoch", "did you mean 'epochs'"]),
+    "wrong type": (lambda r: r["recipes"]["cifar-cnn"].update(batch_size="big"),
+                   ["recipes.cifar-cnn.batch_size", "'big'", "integer"]),
+    "negative lr": (lambda r: r["recipes"]["cifar-cnn"].update(lr=-0.001),
+                    ["recipes.cifar-cnn.lr", "-0.001", "> 0"]),
+    "bool for number": (lambda r: r["runtime"].update(nvml_interval_s=True), ["runtime.nvml_interval_s"]),
+    "missing key": (lambda r: r["recipes"]["cifar-cnn"].pop("eps"), ["recipes.cifar-cnn.eps", "missing"]),
+    "missing section": (lambda r: r.pop("runtime"), ["runtime", "missing section"]),
+    "unknown section": (lambda r: r.update(trainer={}), ["trainer", "unknown section"]),
+    "unknown model kind": (lambda r: r["models"]["cnn-small"].update(kind="resnet"),
+                           ["models.cnn-small.kind", "'resnet'", "allowed"]),
+    "dangling recipe": (lambda r: r["experiments"]["cifar10-cnn"].update(recipe="cifar-cnnn"),
+                        ["experiments.cifar10-cnn.recipe", "did you mean 'cifar-cnn'"]),
+    "unknown dataset": (lambda r: r["experiments"]["cifar10-cnn"].update(dataset="svhn"),
+                        ["experiments.cifar10-cnn.dataset", "'svhn'"]),
+    "bad group": (lambda r: r["experiments"]["cifar10-cnn"].update(group="extra"),
+                  ["experiments.cifar10-cnn.group", "'paper', 'demo'"]),
+    "empty seeds": (lambda r: r["experiments"]["cifar10-cnn"].update(seeds=[]),
+                    ["experiments.cifar10-cnn.seeds", "empty"]),
+    "duplicate seeds": (lambda r: r["experiments"]["cifar10-cnn"].update(seeds=[1, 1]),
+                        ["experiments.cifar10-cnn.seeds", "distinct"]),
+    "betas length": (lambda r: r["recipes"]["cifar-cnn"].update(betas=[0.9]), ["recipes.cifar-cnn.betas"]),
+    "beta out of range": (lambda r: r["recipes"]["cifar-cnn"].update(betas=[0.9, 1.5]),
+                          ["recipes.cifar-cnn.betas", "< 1"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_params_exit_2_naming_the_key(case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    edit, needles = BAD[case]
+    path = write_params(tmp_path, _mutated(edit))
+    before = sorted(tmp_path.rglob("*"))
+    assert main(["--params", str(path), "check"]) == 2
+    err = capsys.readouterr().err
+    for needle in needles:
+        assert needle in err, (case, err)
+    assert "Traceback" not in err
+    assert sorted(tmp_path.rglob("*")) == before   # nothing written
+
+
+def test_every_stage_refuses_bad_params_before_writing(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    raw = yaml.safe_load(Path("params.yaml").read_text())
+    raw["recipes"]["tiny"]["lr"] = -1
+    write_params(project, raw)
+    for argv in (["download", "digits"], ["build", "digits"], ["train", "digits-tiny", "--seed", "0"],
+                 ["evaluate", "digits-tiny", "--seed", "0"], ["report", "demo"], ["dvc-yaml"]):
+        assert main(argv) == 2, argv
+        assert "recipes.tiny.lr" in capsys.readouterr().err
+    assert not any(p.name not in ("src", "params.yaml") for p in project.iterdir())
+
+
+def test_unknown_experiment_and_dataset(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["describe", "digits-tiyn"]) == 2
+    assert "'digits-tiyn'" in capsys.readouterr().err
+    assert main(["train", "nope", "--seed", "0"]) == 2
+    assert "experiment 'nope'" in capsys.readouterr().err
+    assert main(["download", "mnsit"]) == 2
+    assert "did you mean 'mnist'" in capsys.readouterr().err
+
+
+def test_invalid_yaml_names_the_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("runtime:\n  device: [auto\n")
+    with pytest.raises(ConfigError, match=r"params.yaml: invalid YAML at line \d"):
+        load_params(path)
+
+
+def test_scientific_notation_string_is_a_float(tmp_path: Path) -> None:
+    # PyYAML reads 3e-4 (no dot) as a string; the loader accepts it as the number it means.
+    raw = real_params()
+    raw["recipes"]["cifar-cnn"]["lr"] = "3e-4"
+    assert load_params(write_params(tmp_path, raw)).recipes["cifar-cnn"].lr == pytest.approx(3e-4)
+
+
+def test_params_hash_tracks_hyperparameters_not_seeds() -> None:
+    base = load_params(REPO / "params.yaml").experiment("cifar10-cnn")
+    assert len(base.params_hash()) == 12
+    from dataclasses import replace
+
+    assert replace(base, seeds=(1, 2)).params_hash() == base.params_hash()
+    assert replace(base, recipe=replace(base.recipe, lr=1e-3)).params_hash() != base.params_hash()

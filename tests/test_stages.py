@@ -1,0 +1,115 @@
+"""Drift tests: dvc.yaml, the stage table and the Snakemake rules must agree on every job."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, real_params, write_params
+
+from hrm import stages
+from hrm.cli import main
+from hrm.config import load_params
+
+BIN = Path(sys.executable).parent
+
+
+def snakemake_plan(root: Path, target: str) -> list[dict[str, object]]:
+    """Jobs of `snakemake -n -p --forceall TARGET`: rule, inputs, outputs, log and shell command."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    out = subprocess.run([str(BIN / "snakemake"), "-n", "-p", "--forceall", target], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr + out.stdout
+    jobs = []
+    for block in re.split(r"\n(?=rule \S+:)", out.stdout + out.stderr)[1:]:
+        job: dict[str, object] = {"rule": block.split(":", 1)[0].split()[1]}
+        for key in ("input", "output", "log"):
+            m = re.search(rf"^    {key}: (.*)$", block, re.M)
+            job[key] = set(m.group(1).split(", ")) if m else set()
+        m = re.search(r"^Shell command: (.*)$", block, re.M)
+        job["shell"] = m.group(1) if m and m.group(1) != "None" else None
+        jobs.append(job)
+    return jobs
+
+
+def strip_redirect(cmd: str) -> str:
+    return re.sub(r"\s*>\s*\S+\s+2>&1\s*$", "", cmd)
+
+
+def test_committed_dvc_yaml_is_current(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    assert main(["dvc-yaml", "--check"]) == 0
+    assert (REPO / "dvc.yaml").read_text() == stages.dvc_yaml(load_params())
+
+
+def test_stale_dvc_yaml_is_detected(project: Path) -> None:
+    assert main(["dvc-yaml"]) == 0
+    raw = yaml.safe_load(Path("params.yaml").read_text())
+    raw["experiments"]["digits-tiny"]["seeds"] = [0, 1]
+    write_params(project, raw)
+    assert main(["dvc-yaml", "--check"]) == 1
+    assert main(["dvc-yaml"]) == 0 and main(["dvc-yaml", "--check"]) == 0
+
+
+def test_dvc_yaml_caches_data_and_models_but_not_audited_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    dvc = yaml.safe_load(Path("dvc.yaml").read_text())["stages"]
+    for name, stage in dvc.items():
+        for out in stage.get("outs", []) + stage.get("metrics", []):
+            path, opts = (out, {}) if isinstance(out, str) else next(iter(out.items()))
+            cached = opts.get("cache", True)
+            if path.startswith("results/") and not path.endswith("model.pt"):
+                assert cached is False, (name, path)
+            else:
+                assert cached is True, (name, path)
+
+
+def test_snakemake_and_dvc_agree_on_every_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    table = {s.cmd: s for s in stages.stage_table(load_params())}
+    jobs = [j for j in snakemake_plan(REPO, "all") if j["shell"]]
+    assert len(jobs) == len(table)
+    for job in jobs:
+        cmd = strip_redirect(str(job["shell"]))
+        assert cmd in table, f"Snakemake runs {cmd!r}, which is not a DVC stage"
+        stage = table.pop(cmd)
+        assert job["rule"] == stage.verb
+        assert job["output"] == set(stage.outs + stage.outs_no_cache), stage.name
+        assert job["input"] == set(stage.deps), stage.name
+        assert job["log"] == {stage.log}, stage.name
+    assert not table, f"DVC stages Snakemake never plans: {sorted(table)}"
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    dvc_outs = {next(iter(o)) if isinstance(o, dict) else o
+                for s in dvc.values() for o in s.get("outs", []) + s.get("metrics", [])}
+    snake_outs = {o for j in jobs for o in j["output"]}
+    assert snake_outs == dvc_outs
+
+
+def test_train_cifar_plans_exactly_the_cifar_training_runs() -> None:
+    jobs = snakemake_plan(REPO, "train_cifar")
+    trains = {strip_redirect(str(j["shell"])) for j in jobs if j["rule"] == "train"}
+    params = load_params(REPO / "params.yaml")
+    expected = {f"python -m hrm train {e.name} --seed {s}" for e in params.experiments.values()
+                if e.dataset in ("cifar10", "cifar100") for s in e.seeds}
+    assert trains == expected and expected
+    assert {j["rule"] for j in jobs} == {"download", "build", "train", "train_cifar"}
+
+
+def test_train_mnist_and_demo_targets() -> None:
+    mnist = {j["rule"] for j in snakemake_plan(REPO, "train_mnist")}
+    assert mnist == {"download", "build", "train", "train_mnist"}
+    demo = snakemake_plan(REPO, "demo")
+    shells = {strip_redirect(str(j["shell"])) for j in demo if j["shell"]}
+    assert "python -m hrm report demo" in shells and "python -m hrm report paper" not in shells
+    assert all("cifar" not in s and "mnist" not in s for s in shells)
+
+
+def test_params_change_is_a_snakemake_rerun_trigger() -> None:
+    # Only values passed through a rule's params: trigger reruns; the train rule passes the params hash.
+    text = (REPO / "workflow/rules/train.smk").read_text()
+    assert "params_hash()" in text and real_params()["experiments"]

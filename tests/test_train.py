@@ -1,0 +1,103 @@
+"""Training on the digits: outputs, resume after a kill, and train/evaluate agreement."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from hrm import paths, train
+from hrm.cli import main
+from hrm.config import load_params
+
+
+def _prepare() -> None:
+    assert main(["download", "digits"]) == 0 and main(["build", "digits"]) == 0
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+
+
+def test_train_writes_every_output_and_evaluate_agrees(project: Path) -> None:
+    _prepare()
+    assert main(["train", "digits-tiny", "--seed", "0"]) == 0
+    g, n = "demo", "digits-tiny"
+    metrics = json.loads(paths.metrics_file(g, n, 0).read_text())
+    history = list(csv.DictReader(open(paths.history_file(g, n, 0))))
+    steps = list(csv.DictReader(open(paths.steps_file(g, n, 0))))
+    assert [int(r["epoch"]) for r in history] == [1, 2]
+    assert set(history[0]) >= {"train_loss", "train_acc", "test_acc", "lr", "seconds"}
+    assert len(steps) == metrics["optimizer_steps"] == 2 * 6          # ceil(1438 / 256) = 6, last batch kept
+    assert metrics["complete"] and metrics["test_acc"] == float(history[-1]["test_acc"])
+    assert metrics["best_test_acc"] == max(float(r["test_acc"]) for r in history)
+    assert metrics["gpu"]["device_name"] is None and metrics["gpu"]["energy_joules"] is None   # CPU run
+    prov = metrics["provenance"]
+    assert prov["command"] == "python -m hrm train digits-tiny --seed 0"
+    assert set(prov) >= {"commit", "params_hash", "hardware", "date"}
+    assert not paths.checkpoint_file(g, n, 0).exists()                 # finished runs leave no checkpoint
+
+    assert main(["evaluate", "digits-tiny", "--seed", "0"]) == 0
+    result = json.loads(paths.eval_file(g, n, 0).read_text())
+    assert result["test_acc"] == pytest.approx(metrics["test_acc"])    # two code paths, one number
+    matrix = result["confusion"]
+    assert sum(map(sum, matrix)) == result["test_size"]
+    correct = sum(matrix[i][i] for i in range(10))
+    assert correct / result["test_size"] == pytest.approx(result["test_acc"])
+    for fig in paths.figure_files(g, n, 0).values():
+        assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    assert main(["report", "demo"]) == 0
+    md, table = paths.table_files("demo")
+    rows = list(csv.DictReader(open(table)))
+    test_row = next(r for r in rows if r["metric"] == "test accuracy (%)")
+    assert float(test_row["reproduced"]) == pytest.approx(100 * metrics["test_acc"], abs=0.01)
+    assert test_row["paper"] == "" and test_row["status"] == "complete"
+    assert "digits-tiny" in md.read_text()
+
+
+class Killed(Exception):
+    pass
+
+
+def test_killed_run_resumes_to_the_same_weights(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _prepare()
+    params = load_params()
+    train.train(params, "digits-tiny", 0)
+    straight = _weights(paths.model_file("demo", "digits-tiny", 0))
+    straight_hist = list(csv.DictReader(open(paths.history_file("demo", "digits-tiny", 0))))
+
+    # Die during epoch 2, after epoch 1's checkpoint was written.
+    real_save = train.checkpoint.save
+    calls = []
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        calls.append(1)
+        raise Killed
+
+    monkeypatch.setattr(train.checkpoint, "save", save_then_die)
+    with pytest.raises(Killed):
+        train.train(params, "digits-tiny", 0)
+    assert paths.checkpoint_file("demo", "digits-tiny", 0).exists()
+    monkeypatch.setattr(train.checkpoint, "save", real_save)
+    train.train(params, "digits-tiny", 0)
+
+    resumed = _weights(paths.model_file("demo", "digits-tiny", 0))
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    metrics = json.loads(paths.metrics_file("demo", "digits-tiny", 0).read_text())
+    assert metrics["resumed_from_epochs"] == [1]
+    hist = list(csv.DictReader(open(paths.history_file("demo", "digits-tiny", 0))))
+    assert [r["test_acc"] for r in hist] == [r["test_acc"] for r in straight_hist]
+
+
+def test_epoch_order_is_the_author_shuffle() -> None:
+    import numpy as np
+
+    idx = np.arange(100)
+    np.random.default_rng(42 + 3).shuffle(idx)       # the author code's batch_iterator
+    assert np.array_equal(train.epoch_order(100, 42, 3), idx)
