@@ -9,7 +9,7 @@ TORCH  := torch==2.14.1 torchvision==0.29.1
 
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install demo test lint clean-demo
+.PHONY: install demo test lint cifar-cnn clean-demo
 
 install: $(STAMP)
 
@@ -28,8 +28,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -q
 
+# The CIFAR CNN baselines end to end (download, build, train, evaluate), then the paper table.
+cifar-cnn: $(STAMP)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH snakemake --cores 4 cifar_cnn
+	$(PY) -m hrm report paper
+
 lint: $(STAMP)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH snakemake --lint
 
 clean-demo:
-	rm -rf results/demo runs/digits-* data/raw/digits data/built/digits logs/*/digits-*
+	rm -rf results/demo data/raw/digits data/built/digits logs/*/digits.log

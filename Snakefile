@@ -31,6 +31,11 @@ rule train_cifar:
         train_targets("cifar10", "cifar100"),
 
 
+rule cifar_cnn:
+    input:
+        cnn_cifar_targets(),
+
+
 rule train_mnist:
     input:
         train_targets("mnist"),

@@ -19,6 +19,12 @@ def group_targets(group):
                   if s.verb in ("evaluate", "report") and paths.group_of_output(o) == group)
 
 
+def cnn_cifar_targets():
+    """Evaluations of the CIFAR CNN baselines (the study's fast half)."""
+    return [str(paths.eval_file(e.group, e.name, s)) for e in PARAMS.experiments.values()
+            if e.dataset in ("cifar10", "cifar100") and e.model.kind == "cnn" for s in e.seeds]
+
+
 def experiment(wc):
     """The experiment of a job; its {root} wildcard must be the experiment's group root."""
     exp = PARAMS.experiment(wc.experiment)
