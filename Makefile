@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 # The embedded default: scikit-learn's digits through the whole DAG, on the CPU.
 demo: $(STAMP)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH snakemake --cores 2 demo
-	@echo "demo tables: results/demo/tables/   figures: results/demo/figures/"
+	@echo "demo table: results/demo/tables/summary.md   runs and figures: results/demo/runs/"
 
 test: $(STAMP)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -q

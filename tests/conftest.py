@@ -20,7 +20,7 @@ MNIST_DIR = Path(os.environ.get("HRM_TEST_MNIST", REPO.parent / "shared" / "data
 TINY_MODEL = {"kind": "cnn", "widths": [8, 16], "convs_per_stage": 1, "bn_momentum": 0.1, "bn_eps": 1e-5}
 TINY_RECIPE = {"epochs": 2, "batch_size": 256, "eval_batch_size": 200, "lr": 3e-3, "weight_decay": 5e-4,
                "betas": [0.9, 0.999], "eps": 1e-8, "grad_clip": 1.0, "warmup_epochs": 1, "lr_floor": 0.2,
-               "label_smoothing": 0.05}
+               "label_smoothing": 0.05, "train_acc": "pre_update"}
 
 
 def real_params() -> dict[str, Any]:
@@ -35,7 +35,8 @@ def tiny_params(**experiments: dict[str, Any]) -> dict[str, Any]:
     raw["models"]["tiny"] = dict(TINY_MODEL)
     raw["recipes"]["tiny"] = dict(TINY_RECIPE)
     raw["experiments"] = experiments or {
-        "digits-tiny": {"group": "demo", "dataset": "digits", "model": "tiny", "recipe": "tiny", "seeds": [0]}}
+        "digits-tiny": {"group": "demo", "dataset": "digits", "model": "tiny", "recipe": "tiny", "seeds": [0],
+                        "mode": "faithful"}}
     return raw
 
 

@@ -29,9 +29,10 @@ def _scratch(tmp_path: Path) -> Path:
     shutil.rmtree(root / ".dvc" / "cache", ignore_errors=True)
     (root / "src").symlink_to(REPO / "src")
     write_params(root, tiny_params(
-        **{"digits-tiny": {"group": "demo", "dataset": "digits", "model": "tiny", "recipe": "tiny", "seeds": [0]},
+        **{"digits-tiny": {"group": "demo", "dataset": "digits", "model": "tiny", "recipe": "tiny", "seeds": [0],
+                           "mode": "faithful"},
            "digits-paper": {"group": "paper", "dataset": "digits", "model": "tiny", "recipe": "tiny",
-                            "seeds": [3]}}))
+                            "seeds": [3], "mode": "faithful"}}))
     return root
 
 

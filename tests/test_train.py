@@ -101,3 +101,43 @@ def test_epoch_order_is_the_author_shuffle() -> None:
     idx = np.arange(100)
     np.random.default_rng(42 + 3).shuffle(idx)       # the author code's batch_iterator
     assert np.array_equal(train.epoch_order(100, 42, 3), idx)
+
+
+def test_faithful_schedule_is_sized_in_batches_corrected_in_updates() -> None:
+    from dataclasses import replace
+
+    from conftest import REPO
+
+    exp = load_params(REPO / "params.yaml").experiment("cifar10-hrm")
+    faithful = train.make_schedule(exp, 391)
+    corrected = train.make_schedule(replace(exp, mode="corrected"), 391)
+    assert (faithful.total, faithful.warmup) == (391 * 25, 391)
+    assert (corrected.total, corrected.warmup) == (391 * 25 * 2, 782)
+    # Faithful: 2 updates per batch, so warmup ends half-way through epoch 1 and the LR reaches
+    # the 6e-5 floor at update 9775 = batch 4888, i.e. during epoch 13 (REFERENCE I.5.1).
+    assert faithful(391) == pytest.approx(3e-4) and faithful(9775) == pytest.approx(6e-5)
+    assert 4888 // 391 + 1 == 13
+    assert corrected(2 * 391 * 25) == pytest.approx(6e-5) and corrected(391) < 3e-4
+    cnn = load_params(REPO / "params.yaml").experiment("cifar10-cnn")
+    assert train.make_schedule(cnn, 391).total == train.make_schedule(replace(cnn, mode="corrected"), 391).total
+
+
+@pytest.mark.parametrize("train_acc", ["pre_update", "post_update"])
+def test_hrm_image_training_two_updates_per_batch(project: Path, train_acc: str) -> None:
+    import yaml
+    from conftest import write_params
+
+    raw = yaml.safe_load(Path("params.yaml").read_text())
+    raw["models"]["tiny-hrm"] = {**raw["models"]["hrm-digits"], "hidden": 16, "mlp_inner": 32, "heads": 2}
+    raw["recipes"]["tiny"].update(epochs=1, train_acc=train_acc)
+    raw["experiments"] = {"digits-hrm-tiny": {"group": "demo", "dataset": "digits", "model": "tiny-hrm",
+                                              "recipe": "tiny", "seeds": [1], "mode": "faithful"}}
+    write_params(project, raw)
+    _prepare()
+    assert main(["train", "digits-hrm-tiny", "--seed", "1"]) == 0
+    metrics = json.loads(paths.metrics_file("demo", "digits-hrm-tiny", 1).read_text())
+    assert metrics["optimizer_steps"] == 2 * 6 and metrics["mode"] == "faithful"
+    assert 0.0 <= metrics["train_acc"] <= 1.0
+    assert main(["evaluate", "digits-hrm-tiny", "--seed", "1"]) == 0
+    result = json.loads(paths.eval_file("demo", "digits-hrm-tiny", 1).read_text())
+    assert result["test_acc"] == pytest.approx(metrics["test_acc"])

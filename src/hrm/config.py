@@ -38,7 +38,9 @@ class Runtime:
     deterministic: bool = spec("torch deterministic algorithms (bitwise-repeatable on CPU)")
     num_threads: int = spec("CPU threads for torch; 0 = torch's default", ge=0)
     nvml_interval_s: float = spec("NVML sampling period, seconds", gt=0, le=10)
-    log_every_steps: int = spec("plain-log line every N optimizer steps", ge=1)
+    log_every_steps: int = spec("plain-log line every N batches", ge=1)
+    precision: Literal["fp32", "bf16"] = spec("autocast dtype on CUDA (parameters stay fp32); CPU is fp32")
+    compile: bool = spec("torch.compile the transformer stacks (CUDA only)")
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ class Recipe:
     warmup_epochs: float = spec("linear warmup from 0, in epochs", ge=0)
     lr_floor: float = spec("cosine ends at lr_floor * lr", ge=0, le=1)
     label_smoothing: float = spec("cross-entropy label smoothing", ge=0, lt=1)
+    train_acc: Literal["pre_update", "post_update"] = spec(
+        "faithful-mode train accuracy: of the training passes, or a re-run after the updates (REFERENCE I.5)")
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ class ExperimentSpec:
     model: str = spec("a key of the models section")
     recipe: str = spec("a key of the recipes section")
     seeds: tuple[int, ...] = spec("one run per seed", ge=0)
+    mode: Literal["faithful", "corrected"] = spec("reproduce the author code's quirks, or fix them (I.5)")
 
 
 @dataclass(frozen=True)
@@ -81,12 +86,13 @@ class Experiment:
     recipe_name: str
     recipe: Recipe
     seeds: tuple[int, ...]
+    mode: str
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "group": self.group, "dataset": self.dataset,
                 "model": {"name": self.model_name, **dataclasses.asdict(self.model)},
                 "recipe": {"name": self.recipe_name, **dataclasses.asdict(self.recipe)},
-                "seeds": list(self.seeds)}
+                "seeds": list(self.seeds), "mode": self.mode}
 
     def params_hash(self) -> str:
         """Hash of everything that shapes a run of this experiment (not the seed list)."""
@@ -243,7 +249,7 @@ def parse_params(raw: Any, path: Path) -> Params:
         if len(set(s.seeds)) != len(s.seeds):
             raise ConfigError(f"{where}.seeds: got {list(s.seeds)}; seeds must be distinct")
         experiments[name] = Experiment(name, s.group, s.dataset, s.model, models[s.model],
-                                       s.recipe, recipes[s.recipe], s.seeds)
+                                       s.recipe, recipes[s.recipe], s.seeds, s.mode)
     return Params(runtime, models, recipes, experiments, path)
 
 

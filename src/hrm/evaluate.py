@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +21,7 @@ from hrm.config import Params
 from hrm.data import build as built
 from hrm.data.sources import DATASETS
 from hrm.errors import DataError
-from hrm.gpu import resolve_device
+from hrm.gpu import autocast, resolve_device
 from hrm.models.registry import build_model
 
 log = logging.getLogger("hrm")
@@ -39,11 +42,13 @@ class Normalizer:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, x: torch.Tensor, normalize: Normalizer, batch_size: int) -> torch.Tensor:
+def predict(model: torch.nn.Module, x: torch.Tensor, normalize: Normalizer, batch_size: int,
+            autocast: Callable[[], AbstractContextManager] = nullcontext) -> torch.Tensor:
     """Class predictions for every row of `x`, in sequential batches, in eval mode."""
     was_training = model.training
     model.eval()
-    preds = [model(normalize(x[i:i + batch_size])).argmax(-1) for i in range(0, len(x), batch_size)]
+    with autocast():
+        preds = [model(normalize(x[i:i + batch_size])).argmax(-1) for i in range(0, len(x), batch_size)]
     model.train(was_training)
     return torch.cat(preds)
 
@@ -73,7 +78,8 @@ def evaluate(params: Params, name: str, seed: int) -> Path:
     data = built.load(exp.dataset)
     model = load_model(params, name, seed, device)
     x = torch.from_numpy(np.array(data.test_x)).to(device)
-    pred = predict(model, x, Normalizer(data, device), exp.recipe.eval_batch_size).cpu().numpy()
+    pred = predict(model, x, Normalizer(data, device), exp.recipe.eval_batch_size,
+                   partial(autocast, device, params.runtime.precision)).cpu().numpy()
     y = np.asarray(data.test_y)
     classes = DATASETS[exp.dataset].classes
     matrix = confusion(y, pred, classes)

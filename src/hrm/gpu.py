@@ -129,6 +129,11 @@ class GpuMonitor:
         return facts
 
 
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """bf16 autocast on CUDA when asked; a disabled context elsewhere (CPU runs stay fp32)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and precision == "bf16")
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

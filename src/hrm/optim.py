@@ -31,3 +31,51 @@ def adamw(params: list[torch.nn.Parameter], recipe: Recipe) -> torch.optim.AdamW
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+class AdamAtan2(torch.optim.Optimizer):
+    """Adam-atan2 (REFERENCE II.3): scale-invariant Adam without epsilon.
+
+    p <- p * (1 - lr * wd);  m, v as Adam;  p <- p - (lr / bc1) * atan2(m, sqrt(v) / sqrt(bc2)).
+    Each step is a handful of foreach kernels over all parameters, not a Python loop per element.
+    """
+
+    def __init__(self, params: list[torch.nn.Parameter], lr: float, betas: tuple[float, float],
+                 weight_decay: float) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure: None = None) -> None:
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            b1, b2 = group["betas"]
+            lr, wd = group["lr"], group["weight_decay"]
+            for p in params:
+                if not self.state[p]:
+                    self.state[p].update(step=0, m=torch.zeros_like(p), v=torch.zeros_like(p))
+            states = [self.state[p] for p in params]
+            grads = [p.grad for p in params]
+            ms, vs = [s["m"] for s in states], [s["v"] for s in states]
+            for s in states:
+                s["step"] += 1
+            t = states[0]["step"]
+            torch._foreach_mul_(params, 1 - lr * wd)
+            torch._foreach_lerp_(ms, grads, 1 - b1)                       # m = b1 m + (1 - b1) g
+            torch._foreach_mul_(vs, b2)
+            torch._foreach_addcmul_(vs, grads, grads, value=1 - b2)       # v = b2 v + (1 - b2) g^2
+            denom = torch._foreach_sqrt(vs)
+            torch._foreach_div_(denom, math.sqrt(1 - b2 ** t))
+            updates = [torch.atan2(m, d) for m, d in zip(ms, denom)]
+            torch._foreach_add_(params, updates, alpha=-lr / (1 - b1 ** t))
+
+
+@torch.no_grad()
+def sign_sgd_rows(table: torch.Tensor, ids: torch.Tensor, grad: torch.Tensor, lr: float, wd: float) -> None:
+    """Puzzle-embedding update on the touched rows only: w <- w (1 - lr wd) - lr sign(sum of grads)."""
+    unique, inverse = ids.unique(return_inverse=True)
+    summed = torch.zeros(len(unique), grad.shape[-1], dtype=grad.dtype, device=grad.device)
+    summed.index_add_(0, inverse, grad)
+    rows = table[unique]
+    table[unique] = rows * (1 - lr * wd) - lr * torch.sign(summed).to(rows.dtype)

@@ -26,7 +26,7 @@ METRICS = (("test_acc", "test accuracy (%)", 100.0), ("best_test_acc", "best tes
            ("train_acc", "train accuracy (%)", 100.0), ("mean_seconds_per_epoch", "seconds per epoch", 1.0),
            ("total_seconds", "total seconds", 1.0), ("params", "parameters", 1.0))
 PAPER_KEY = {"mean_seconds_per_epoch": "seconds_per_epoch"}
-COLUMNS = ("experiment", "seed", "metric", "paper", "reproduced", "difference", "status", "device", "commit",
+COLUMNS = ("experiment", "seed", "mode", "metric", "paper", "reproduced", "difference", "status", "device", "commit",
            "params_hash", "date", "command")
 
 
@@ -63,7 +63,7 @@ def rows(params: Params, group: str) -> list[dict[str, Any]]:
                 value = metrics.get(key) if metrics else None
                 reproduced = None if value is None else round(float(value) * scale, 2)
                 out.append({
-                    "experiment": exp.name, "seed": seed, "metric": label,
+                    "experiment": exp.name, "seed": seed, "mode": exp.mode, "metric": label,
                     "paper": None if published is None else float(published), "reproduced": reproduced,
                     "difference": None if published is None or reproduced is None else round(reproduced - published, 2),
                     "status": _status(metrics), "device": device,
@@ -84,7 +84,8 @@ def _cell(value: Any) -> str:
 def markdown(frame: pl.DataFrame, group: str) -> str:
     lines = [f"# Image study: paper vs reproduced ({group})", "",
              f"Paper column: {SOURCE}. Reproduced column: this pipeline's runs, each with its provenance. "
-             "A dash means no number (not in the paper, or not run).", "",
+             "A dash means no number (not in the paper, or not run). Mode `faithful` reproduces the "
+             "author code's quirks (REFERENCE I.5), `corrected` fixes them.", "",
              "| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
     lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in frame.iter_rows()]
     return "\n".join(lines) + "\n"

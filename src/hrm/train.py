@@ -26,7 +26,7 @@ from hrm.config import Experiment, Params, Recipe, Runtime
 from hrm.data import build as built
 from hrm.data.sources import DATASETS
 from hrm.evaluate import Normalizer, predict
-from hrm.gpu import GpuMonitor, resolve_device, synchronize
+from hrm.gpu import GpuMonitor, autocast, resolve_device, synchronize
 from hrm.models.registry import build_model, count_params
 from hrm.optim import adamw, lr_at, set_lr
 from hrm.progress import Progress
@@ -47,26 +47,82 @@ class Schedule:
         return lr_at(step, peak=r.lr, total=self.total, warmup=self.warmup, floor=r.lr_floor)
 
 
-# One optimizer update on a batch: returns (loss, number correct) as device tensors.
-BatchStep = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.optim.Optimizer, Recipe, float],
+@dataclass
+class StepContext:
+    """What a batch step needs besides the batch: the recipe, the LR per update, precision."""
+
+    recipe: Recipe
+    schedule: Schedule
+    updates: int                      # optimizer updates taken so far
+    device: torch.device
+    precision: str
+    post_update_acc: bool             # faithful HRM-CIFAR quirk: accuracy of a re-run after the updates
+
+    def update(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        """Backward, global-norm clip, then one optimizer step at lr_at(updates)."""
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.recipe.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.recipe.grad_clip)
+        set_lr(optimizer, self.schedule(self.updates))
+        optimizer.step()
+        self.updates += 1
+
+    def autocast(self) -> torch.autocast:
+        return autocast(self.device, self.precision)
+
+
+# One batch: returns (mean loss, number of correct predictions) as device tensors.
+BatchStep = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.optim.Optimizer, StepContext],
                      tuple[torch.Tensor, torch.Tensor]]
 
 
-def classifier_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
-                    optimizer: torch.optim.Optimizer, recipe: Recipe, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+def classifier_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
+                    ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
     """Plain supervised step; accuracy is train-mode, measured before the update (author's CNN)."""
-    logits = model(x)
-    loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if recipe.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-    set_lr(optimizer, lr)
-    optimizer.step()
+    with ctx.autocast():
+        logits = model(x)
+    loss = F.cross_entropy(logits.float(), y, label_smoothing=ctx.recipe.label_smoothing)
+    ctx.update(model, optimizer, loss)
     return loss.detach(), (logits.detach().argmax(-1) == y).sum()
 
 
-BATCH_STEPS: dict[str, BatchStep] = {"cnn": classifier_step}
+def hrm_image_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
+                   ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deep supervision (REFERENCE I.3): M segments from the initial state, one update after EACH."""
+    carry = model.initial_carry(len(x))
+    losses, hits = [], []
+    for _ in range(model.c.train_segments):
+        with ctx.autocast():
+            out = model.segment(carry, x)
+        loss = F.cross_entropy(out.logits.float(), y, label_smoothing=ctx.recipe.label_smoothing)
+        ctx.update(model, optimizer, loss)
+        carry = out.carry.detach()          # no gradient crosses a segment boundary
+        losses.append(loss.detach())
+        hits.append((out.logits.detach().argmax(-1) == y).sum())
+    if ctx.post_update_acc:
+        with torch.no_grad(), ctx.autocast():
+            return torch.stack(losses).mean(), (model(x).argmax(-1) == y).sum()
+    return torch.stack(losses).mean(), torch.stack(hits).float().mean()
+
+
+BATCH_STEPS: dict[str, BatchStep] = {"cnn": classifier_step, "hrm-image": hrm_image_step}
+
+
+def make_schedule(exp: Experiment, steps_per_epoch: int) -> Schedule:
+    """Sized in batches in faithful mode even when a batch takes several updates (REFERENCE I.5.1)."""
+    per_batch = 1 if exp.mode == "faithful" else getattr(exp.model, "train_segments", 1)
+    total = steps_per_epoch * exp.recipe.epochs * per_batch
+    return Schedule(exp.recipe, total, round(exp.recipe.warmup_epochs * steps_per_epoch * per_batch))
+
+
+def compile_model(model: torch.nn.Module) -> None:
+    """Compile the transformer stacks (the HRM's hot loop) or, for other models, the whole forward."""
+    from hrm.models.layers import Stack
+
+    stacks = [m for m in model.modules() if isinstance(m, Stack)]
+    for m in stacks or [model]:
+        m.compile()
 
 
 def configure_torch(runtime: Runtime) -> None:
@@ -107,34 +163,37 @@ def train(params: Params, name: str, seed: int) -> Path:
     optimizer = adamw(list(model.parameters()), recipe)
     n = len(x_train)
     steps_per_epoch = math.ceil(n / recipe.batch_size)
-    schedule = Schedule(recipe, steps_per_epoch * recipe.epochs, round(recipe.warmup_epochs * steps_per_epoch))
+    schedule = make_schedule(exp, steps_per_epoch)
     step_fn = BATCH_STEPS[exp.model.kind]
+    if runtime.compile and device.type == "cuda":
+        compile_model(model)
 
     ckpt = paths.checkpoint_file(exp.group, name, seed)
     phash = exp.params_hash()
     state = checkpoint.resume(ckpt, phash, model, optimizer) or checkpoint.RunState(phash)
+    ctx = StepContext(recipe, schedule, state.step, device, runtime.precision,
+                      post_update_acc=exp.mode == "faithful" and recipe.train_acc == "post_update")
     t_start = time.perf_counter()
     with GpuMonitor(device, runtime.nvml_interval_s) as monitor:
         for epoch in range(state.epoch + 1, recipe.epochs + 1):
             model.train()
             order = torch.from_numpy(epoch_order(n, seed, epoch)).to(device)
             losses = torch.zeros(steps_per_epoch, device=device)
-            correct = torch.zeros((), dtype=torch.long, device=device)
+            correct = torch.zeros((), device=device)
             synchronize(device)
             t0 = time.perf_counter()
             with Progress(steps_per_epoch, f"{name} s{seed} epoch {epoch}/{recipe.epochs}", "steps",
                           notes_only=True) as bar:
                 for i in range(steps_per_epoch):
                     idx = order[i * recipe.batch_size:(i + 1) * recipe.batch_size]
-                    loss, hits = step_fn(model, normalize(x_train[idx]), y_train[idx], optimizer, recipe,
-                                         schedule(state.step))
+                    loss, hits = step_fn(model, normalize(x_train[idx]), y_train[idx], optimizer, ctx)
                     losses[i], correct = loss, correct + hits
-                    state.step += 1
+                    state.step = ctx.updates
                     bar.advance(1, f"loss {loss.item():.4f}" if (i + 1) % runtime.log_every_steps == 0 else "")
             synchronize(device)
             train_s = time.perf_counter() - t0
             t1 = time.perf_counter()
-            test_pred = predict(model, x_test, normalize, recipe.eval_batch_size)
+            test_pred = predict(model, x_test, normalize, recipe.eval_batch_size, ctx.autocast)
             test_acc = (test_pred == y_test).float().mean().item()
             eval_s = time.perf_counter() - t1
             step_losses = losses.cpu().tolist()
@@ -161,7 +220,7 @@ def _write_outputs(exp: Experiment, seed: int, state: checkpoint.RunState, model
     gpu = monitor.facts()
     metrics = {
         "experiment": exp.name, "seed": seed, "group": exp.group, "dataset": exp.dataset,
-        "model": exp.model_name, "recipe": exp.recipe_name, "params": spec_params,
+        "model": exp.model_name, "recipe": exp.recipe_name, "mode": exp.mode, "params": spec_params,
         "epochs": state.epoch, "epochs_planned": exp.recipe.epochs, "complete": state.epoch == exp.recipe.epochs,
         "optimizer_steps": state.step,
         "test_acc": history[-1]["test_acc"], "best_test_acc": best["test_acc"], "best_epoch": best["epoch"],

@@ -40,6 +40,59 @@ def _cnn_params(cfg: CNNConfig, data: Dataset) -> int:
 
 
 @dataclass(frozen=True)
+class HRMCore:
+    """Fields shared by both HRM studies (REFERENCE I.3, II.2); paper symbols in the docs."""
+
+    hidden: int = spec("D, model width", ge=2)
+    heads: int = spec("attention heads (head dim = hidden / heads, even for RoPE)", ge=1)
+    mlp_inner: int = spec("GLU inner width (image 4D; puzzle 1536 = 4D*2/3 rounded up to 256)", ge=1)
+    mlp: Literal["geglu", "swiglu"] = spec("gated feed-forward: GEGLU (image) or SwiGLU (puzzle)")
+    norm_gain: bool = spec("RMSNorm with a learned scale (image) or a pure function (puzzle)")
+    norm_eps: float = spec("RMSNorm epsilon", gt=0)
+    rope: Literal["interleaved", "half"] = spec("RoPE pairing: interleaved (Flax) or rotate-half (HRM)")
+    rope_base: float = spec("RoPE base", gt=1)
+    low_layers: int = spec("blocks in f_L", ge=1)
+    high_layers: int = spec("blocks in f_H", ge=1)
+    high_cycles: int = spec("N, high-level cycles per segment", ge=1)
+    low_steps: int = spec("T, low-level steps per high cycle", ge=1)
+
+
+@dataclass(frozen=True)
+class ImageHRMConfig(HRMCore):
+    """Image front end (REFERENCE I.3): 4x4 patches -> linear, CLS token, head on z_H's CLS."""
+
+    kind: Literal["hrm-image"] = spec("model family")
+    patch: int = spec("patch side in pixels (non-overlapping)", ge=1)
+    train_segments: int = spec("deep-supervision segments per batch, one update after each", ge=1)
+    eval_segments: int = spec("segments at evaluation, from the initial state", ge=1)
+
+
+@dataclass(frozen=True)
+class PuzzleHRMConfig(HRMCore):
+    """Puzzle front end with ACT (REFERENCE II.2-II.3): tokens, puzzle-id prefix, Q head."""
+
+    kind: Literal["hrm-puzzle"] = spec("model family")
+    halt_max_steps: int = spec("M_max, segments at most (all of them at evaluation)", ge=1)
+    halt_exploration: float = spec("probability of drawing a minimum of 2..M_max segments", ge=0, le=1)
+
+
+def _block_params(c: HRMCore) -> int:
+    d, i = c.hidden, c.mlp_inner
+    return 3 * d * d + d * d + 2 * d * i + i * d + (2 * d if c.norm_gain else 0)
+
+
+def _image_hrm_params(c: ImageHRMConfig, data: Dataset) -> int:
+    ch = data.image_shape[0]
+    patch_in = c.patch * c.patch * ch
+    return patch_in * c.hidden + c.hidden + (c.low_layers + c.high_layers) * _block_params(c) + c.hidden * data.classes
+
+
+def puzzle_hrm_params(c: PuzzleHRMConfig, vocab: int) -> int:
+    """Token embedding + blocks + LM head + Q head (with bias); the puzzle-id table is not counted."""
+    return 2 * vocab * c.hidden + (c.low_layers + c.high_layers) * _block_params(c) + 2 * c.hidden + 2
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     config: type
     module: str                                      # imported lazily: it imports torch
@@ -48,6 +101,9 @@ class ModelEntry:
 
 MODELS: dict[str, ModelEntry] = {
     "cnn": ModelEntry(CNNConfig, "hrm.models.cnn", _cnn_params),
+    "hrm-image": ModelEntry(ImageHRMConfig, "hrm.models.hrm", _image_hrm_params),
+    "hrm-puzzle": ModelEntry(PuzzleHRMConfig, "hrm.models.hrm",
+                             lambda c, data: puzzle_hrm_params(c, data.classes)),
 }
 MODEL_CONFIGS = {kind: entry.config for kind, entry in MODELS.items()}
 

@@ -1,0 +1,69 @@
+"""Adaptive computation time for the puzzle HRM (REFERENCE II.3), as in the author code.
+
+The carry persists across calls; rows that halted take the next batch's examples and restart
+from the initial state. Training halts a row when q_halt > q_continue (after a minimum number of
+segments drawn with probability `halt_exploration`) or at M_max; evaluation always runs M_max.
+The continue target comes from a second, no-grad pass on the new carry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from hrm.models.hrm import Carry, Output, PuzzleHRM
+
+
+@dataclass
+class ActState:
+    carry: Carry
+    steps: torch.Tensor         # (B,) int: segments run on the current example
+    halted: torch.Tensor        # (B,) bool: the row takes a new example at the next call
+    inputs: torch.Tensor        # (B, S) current examples
+    labels: torch.Tensor
+    puzzle_ids: torch.Tensor
+
+
+@dataclass
+class ActOutput:
+    out: Output
+    target_q_continue: torch.Tensor | None   # (B,) training only
+
+
+def initial_state(model: PuzzleHRM, inputs: torch.Tensor, labels: torch.Tensor,
+                  puzzle_ids: torch.Tensor) -> ActState:
+    b, s = inputs.shape
+    return ActState(model.initial_carry(b, s), torch.zeros(b, dtype=torch.long, device=inputs.device),
+                    torch.ones(b, dtype=torch.bool, device=inputs.device), inputs, labels, puzzle_ids)
+
+
+def _where(mask: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    return torch.where(mask.view(-1, *([1] * (old.dim() - 1))), new, old)
+
+
+def act_step(model: PuzzleHRM, state: ActState, inputs: torch.Tensor, labels: torch.Tensor,
+             puzzle_ids: torch.Tensor, generator: torch.Generator | None = None) -> tuple[ActState, ActOutput]:
+    """One segment for every row; rows halted last time are reset onto the new batch's examples."""
+    c = model.c
+    fresh = model.initial_carry(*inputs.shape)
+    h = state.halted
+    carry = Carry(_where(h, fresh.z_h, state.carry.z_h), _where(h, fresh.z_l, state.carry.z_l))
+    data = (_where(h, inputs, state.inputs), _where(h, labels, state.labels), _where(h, puzzle_ids, state.puzzle_ids))
+    steps = torch.where(h, torch.zeros_like(state.steps), state.steps)
+
+    out = model.segment(carry, data[0], data[2])
+    target = None
+    with torch.no_grad():
+        steps = steps + 1
+        is_last = steps >= c.halt_max_steps
+        halted = is_last
+        if model.training and c.halt_max_steps > 1:
+            halted = halted | (out.q_halt > out.q_continue)
+            explore = torch.rand(steps.shape, generator=generator, device="cpu").to(steps.device) < c.halt_exploration
+            floor = torch.randint(2, c.halt_max_steps + 1, steps.shape, generator=generator).to(steps.device)
+            halted = halted & (steps >= explore * floor)
+            nxt = model.segment(out.carry, data[0], data[2])
+            target = torch.sigmoid(torch.where(is_last, nxt.q_halt, torch.maximum(nxt.q_halt, nxt.q_continue)))
+    new_state = ActState(out.carry.detach(), steps, halted, *data)
+    return new_state, ActOutput(out, target)

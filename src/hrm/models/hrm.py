@@ -1,0 +1,181 @@
+"""The Hierarchical Reasoning Model: one core, two front ends (REFERENCE I.3 image, II.2 puzzle).
+
+Per segment: a no-grad loop of N*T - 1 low steps (a high step after every T-th), then exactly one
+low and one high update with gradient (the one-step gradient). The carry is detached between
+segments and starts from fixed random states that are buffers, not parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from hrm.data.sources import Dataset
+from hrm.models.init import trunc_normal_
+from hrm.models.layers import Rotary, Stack, init_linears
+from hrm.models.registry import HRMCore, ImageHRMConfig, PuzzleHRMConfig
+
+
+@dataclass
+class Carry:
+    z_h: torch.Tensor   # (B, S, D)
+    z_l: torch.Tensor   # (B, S, D)
+
+    def detach(self) -> Carry:
+        return Carry(self.z_h.detach(), self.z_l.detach())
+
+
+@dataclass
+class Output:
+    logits: torch.Tensor                    # (B, classes) image; (B, S_tokens, vocab) puzzle
+    carry: Carry
+    q_halt: torch.Tensor | None = None      # (B,) puzzle only
+    q_continue: torch.Tensor | None = None
+
+
+class Reasoner(nn.Module):
+    """f_L and f_H with input injection by addition: L on z_L + z_H + x, H on z_H + z_L."""
+
+    def __init__(self, c: HRMCore, seq_len: int) -> None:
+        super().__init__()
+        self.c = c
+        block = dict(dim=c.hidden, heads=c.heads, inner=c.mlp_inner, mlp=c.mlp, rope=c.rope,
+                     eps=c.norm_eps, gain=c.norm_gain)
+        self.f_l = Stack(c.low_layers, **block)
+        self.f_h = Stack(c.high_layers, **block)
+        self.rotary = Rotary(c.hidden // c.heads, seq_len, c.rope_base)
+
+    def forward(self, carry: Carry, x: torch.Tensor) -> Carry:
+        z_h, z_l = carry.z_h, carry.z_l
+        n, t = self.c.high_cycles, self.c.low_steps
+        with torch.no_grad():
+            for i in range(n * t - 1):
+                z_l = self.f_l(z_l, z_h + x, self.rotary)
+                if (i + 1) % t == 0:
+                    z_h = self.f_h(z_h, z_l, self.rotary)
+        # One-step gradient: only these two updates are differentiated (DEQ-style approximation).
+        z_l = self.f_l(z_l, z_h + x, self.rotary)
+        z_h = self.f_h(z_h, z_l, self.rotary)
+        return Carry(z_h, z_l)
+
+
+class ImageHRM(nn.Module):
+    """Patch embedding + CLS token -> Reasoner -> linear head on the CLS token of z_H (no ACT)."""
+
+    def __init__(self, c: ImageHRMConfig, data: Dataset) -> None:
+        super().__init__()
+        ch, h, w = data.image_shape
+        if h % c.patch or w % c.patch:
+            raise ValueError(f"patch {c.patch} does not tile {h}x{w} images")
+        self.c = c
+        self.seq_len = 1 + (h // c.patch) * (w // c.patch)
+        self.patch_embed = nn.Linear(c.patch * c.patch * ch, c.hidden, bias=False)
+        self.cls = nn.Parameter(torch.zeros(1, 1, c.hidden))
+        self.reasoner = Reasoner(c, self.seq_len)
+        self.head = nn.Linear(c.hidden, data.classes, bias=False)
+        self.register_buffer("z0_h", torch.zeros(1, self.seq_len, c.hidden))
+        self.register_buffer("z0_l", torch.zeros(1, self.seq_len, c.hidden))
+
+    def init_weights(self, generator: torch.Generator) -> None:
+        init_linears(self, generator)
+        # Flax lecun_normal on a (1, 1, D) array has fan_in 1: a std-1 truncated normal.
+        trunc_normal_(self.cls.data, 1.0, generator)
+        # The author code draws the states as truncated_normal(-2, 2) without std correction.
+        for z in (self.z0_h, self.z0_l):
+            nn.init.trunc_normal_(z, 0.0, 1.0, -2.0, 2.0, generator=generator)
+
+    def initial_carry(self, batch: int) -> Carry:
+        return Carry(self.z0_h.expand(batch, -1, -1), self.z0_l.expand(batch, -1, -1))
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        b, ch, h, w = images.shape
+        p = self.c.patch
+        # (B, C, H, W) -> (B, gh*gw, P*P*C), flattened (row, col, channel) as the Flax code's NHWC.
+        patches = images.permute(0, 2, 3, 1).reshape(b, h // p, p, w // p, p, ch)
+        patches = patches.permute(0, 1, 3, 2, 4, 5).reshape(b, (h // p) * (w // p), p * p * ch)
+        return torch.cat([self.cls.expand(b, -1, -1), self.patch_embed(patches)], dim=1)   # (B, S, D)
+
+    def segment(self, carry: Carry, images: torch.Tensor) -> Output:
+        carry = self.reasoner(carry, self.embed(images))
+        return Output(self.head(carry.z_h[:, 0]), carry)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Evaluation: eval_segments from the initial state; logits of the last segment."""
+        carry = self.initial_carry(len(images))
+        for _ in range(self.c.eval_segments):
+            out = self.segment(carry, images)
+            carry = out.carry.detach()
+        return out.logits
+
+
+class PuzzleEmbedding(nn.Module):
+    """Per-puzzle prefix vectors: a zero-initialised fp32 table outside the parameters.
+
+    In training, the rows of a batch are copied into a leaf tensor that receives the gradient;
+    `hrm.optim.SignSGD` then updates only those rows of the table.
+    """
+
+    def __init__(self, num_ids: int, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("table", torch.zeros(num_ids, dim))
+        self.local: torch.Tensor | None = None
+        self.ids: torch.Tensor | None = None
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        rows = self.table[ids]
+        if self.training and torch.is_grad_enabled():
+            self.local, self.ids = rows.detach().requires_grad_(True), ids
+            return self.local
+        return rows
+
+
+class PuzzleHRM(nn.Module):
+    """Token embedding with a puzzle-id prefix token, scaled by sqrt(D); LM head and Q head on z_H."""
+
+    def __init__(self, c: PuzzleHRMConfig, vocab: int, seq_len: int, num_puzzle_ids: int) -> None:
+        super().__init__()
+        self.c = c
+        self.embed_scale = math.sqrt(c.hidden)
+        self.tokens = nn.Embedding(vocab, c.hidden)
+        self.puzzle = PuzzleEmbedding(num_puzzle_ids, c.hidden)
+        self.reasoner = Reasoner(c, seq_len + 1)
+        self.lm_head = nn.Linear(c.hidden, vocab, bias=False)
+        self.q_head = nn.Linear(c.hidden, 2, bias=True)
+        self.register_buffer("z0_h", torch.zeros(c.hidden))
+        self.register_buffer("z0_l", torch.zeros(c.hidden))
+
+    def init_weights(self, generator: torch.Generator) -> None:
+        init_linears(self, generator)
+        trunc_normal_(self.tokens.weight.data, 1.0 / self.embed_scale, generator)
+        for z in (self.z0_h, self.z0_l):
+            trunc_normal_(z, 1.0, generator)
+        # Q head starts at 0 weight, -5 bias: sigmoid(-5) ~ 0.007, so early halting is rare.
+        nn.init.zeros_(self.q_head.weight)
+        nn.init.constant_(self.q_head.bias, -5.0)
+
+    def initial_carry(self, batch: int, seq_len: int) -> Carry:
+        shape = (batch, seq_len + 1, self.c.hidden)
+        return Carry(self.z0_h.expand(shape), self.z0_l.expand(shape))
+
+    def embed(self, inputs: torch.Tensor, puzzle_ids: torch.Tensor) -> torch.Tensor:
+        prefix = self.puzzle(puzzle_ids).unsqueeze(1).to(self.tokens.weight.dtype)   # (B, 1, D)
+        return self.embed_scale * torch.cat([prefix, self.tokens(inputs)], dim=1)      # (B, 1 + S, D)
+
+    def segment(self, carry: Carry, inputs: torch.Tensor, puzzle_ids: torch.Tensor) -> Output:
+        carry = self.reasoner(carry, self.embed(inputs, puzzle_ids))
+        q = self.q_head(carry.z_h[:, 0]).float()
+        return Output(self.lm_head(carry.z_h[:, 1:]), carry, q[:, 0], q[:, 1])
+
+
+def build(c: ImageHRMConfig | PuzzleHRMConfig, data: Dataset) -> nn.Module:
+    if isinstance(c, ImageHRMConfig):
+        return ImageHRM(c, data)
+    raise ValueError("puzzle HRMs are built with build_puzzle(cfg, vocab, seq_len, num_puzzle_ids)")
+
+
+def build_puzzle(c: PuzzleHRMConfig, vocab: int, seq_len: int, num_puzzle_ids: int) -> PuzzleHRM:
+    return PuzzleHRM(c, vocab, seq_len, num_puzzle_ids)
+
