@@ -90,7 +90,7 @@ def test_killed_run_resumes_to_the_same_weights(project: Path, monkeypatch: pyte
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
     metrics = json.loads(paths.metrics_file("demo", "digits-tiny", 0).read_text())
-    assert metrics["resumed_from_epochs"] == [1]
+    assert metrics["resumed_from_epochs"] == [[1, 0]]
     hist = list(csv.DictReader(open(paths.history_file("demo", "digits-tiny", 0))))
     assert [r["test_acc"] for r in hist] == [r["test_acc"] for r in straight_hist]
 

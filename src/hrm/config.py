@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -111,7 +112,7 @@ class Params:
 
     def experiment(self, name: str) -> Experiment:
         if name not in self.experiments:
-            raise ConfigError(f"experiment {name!r} is not in {self.path} 'experiments'"
+            raise ConfigError(f"{self.path}: experiment {name!r} is not in 'experiments'"
                               f"{_closest(name, self.experiments)}; defined: {', '.join(self.experiments)}")
         return self.experiments[name]
 
@@ -159,11 +160,13 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, str):
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: got {_type_name(value)} {value!r}; expected a number")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: got {value!r}; expected a finite number")
         return float(value)
     if tp is str:
         if not isinstance(value, str) or not value:
@@ -227,13 +230,13 @@ def parse_params(raw: Any, path: Path) -> Params:
 
     sections = ("runtime", "models", "recipes", "experiments")
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping with sections {', '.join(sections)}; got {_type_name(raw)}")
+        raise ConfigError(f"expected a mapping with sections {', '.join(sections)}; got {_type_name(raw)}")
     for key in raw:
         if key not in sections:
             raise ConfigError(f"{key}: unknown section{_closest(str(key), sections)}; allowed: {', '.join(sections)}")
     for key in sections:
         if key not in raw:
-            raise ConfigError(f"{key}: missing section in {path}")
+            raise ConfigError(f"{key}: missing section")
     runtime = parse_section(Runtime, raw["runtime"], "runtime")
     models = _named_sections(_model_class, raw["models"], "models")
     recipes = _named_sections(lambda n, b: Recipe, raw["recipes"], "recipes")
@@ -268,4 +271,7 @@ def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
         where = getattr(exc, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""
         raise ConfigError(f"{path}: invalid YAML{line}: {getattr(exc, 'problem', exc)}") from None
-    return parse_params(raw, path)
+    try:
+        return parse_params(raw, path)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

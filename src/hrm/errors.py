@@ -15,3 +15,17 @@ class ConfigError(HrmError):
 
 class DataError(HrmError):
     """A data file is missing, corrupt or malformed; the message names the file."""
+
+
+class NumericalError(HrmError):
+    """A loss became NaN or Inf; the message names the step and the loss terms. Exit code 3."""
+
+    exit_code = 3
+
+
+class Stopped(HrmError):
+    """A run was asked to stop (SIGTERM/SIGINT) and saved a checkpoint. Exit 128 + signal number."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum

@@ -61,14 +61,15 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, classes: int) -> np.ndarra
 def load_model(params: Params, name: str, seed: int, device: torch.device) -> torch.nn.Module:
     exp = params.experiment(name)
     path = paths.model_file(exp.group, name, seed)
+    if not path.is_file():
+        raise DataError(f"{path}: no trained model; run `hrm train {name} --seed {seed}` first")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        payload = torch.load(path, map_location="cpu", weights_only=True)
         model = build_model(exp.model, DATASETS[exp.dataset])
         model.load_state_dict(payload["state_dict"])
-    except FileNotFoundError:
-        raise DataError(f"{path}: no trained model; run `hrm train {name} --seed {seed}` first") from None
-    except (RuntimeError, KeyError, EOFError, ValueError) as exc:
-        raise DataError(f"{path}: not a model file for {name} with the current params ({exc})") from None
+    except Exception as exc:  # torch.load raises many types on damaged files
+        raise DataError(f"{path}: not a model file for {name} with the current params "
+                        f"({type(exc).__name__}: {str(exc)[:200]})") from None
     return model.to(device)
 
 
@@ -102,22 +103,30 @@ def evaluate(params: Params, name: str, seed: int) -> Path:
     return out
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
+def _read_csv(path: Path, columns: dict[str, type]) -> list[dict[str, float]]:
+    """Rows of a training trace with the given numeric columns; anything else is a DataError."""
     try:
         with open(path, newline="") as fh:
-            return list(csv.DictReader(fh))
+            rows = [{c: kind(r[c]) for c, kind in columns.items()} for r in csv.DictReader(fh)]
     except FileNotFoundError:
         raise DataError(f"{path}: missing; run `hrm train` for this run first") from None
+    except (KeyError, TypeError, ValueError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: malformed training trace ({type(exc).__name__}: {exc}); "
+                        f"run `hrm train` for this run again") from None
+    if not rows:
+        raise DataError(f"{path}: no rows; run `hrm train` for this run again")
+    return rows
 
 
 def draw_figures(group: str, name: str, seed: int, data: built.ImageData, result: dict) -> None:
     """The four per-run figures, from the training traces and this evaluation."""
     out = paths.figure_files(group, name, seed)
     title = f"{name} seed {seed}"
-    steps = _read_csv(paths.steps_file(group, name, seed))
-    figures.loss_trace(np.array([int(r["step"]) for r in steps]), np.array([float(r["loss"]) for r in steps]),
+    steps = _read_csv(paths.steps_file(group, name, seed), {"step": int, "loss": float})
+    figures.loss_trace(np.array([r["step"] for r in steps]), np.array([r["loss"] for r in steps]),
                        title, out["loss"])
-    figures.accuracy_curves(_read_csv(paths.history_file(group, name, seed)), title, out["accuracy"])
+    history = _read_csv(paths.history_file(group, name, seed), {"epoch": int, "train_acc": float, "test_acc": float})
+    figures.accuracy_curves(history, title, out["accuracy"])
     figures.confusion_matrix(np.array(result["confusion"]), result["label_names"], title, out["confusion"])
     wrong = result["misclassified"]
     images = np.asarray(data.test_x[[w["index"] for w in wrong]]) if wrong else np.zeros((0, 1, 1, 1), np.uint8)

@@ -30,13 +30,26 @@ COLUMNS = ("experiment", "seed", "mode", "metric", "paper", "reproduced", "diffe
            "params_hash", "date", "command")
 
 
+REQUIRED = {"complete": bool, "epochs": int, "epochs_planned": int, "provenance": dict}
+
+
 def _load(path: Path) -> dict[str, Any] | None:
     try:
-        return json.loads(path.read_text())
+        metrics = json.loads(path.read_text())
     except FileNotFoundError:
         return None
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: unreadable metrics file ({exc})") from None
+    if not isinstance(metrics, dict):
+        raise DataError(f"{path}: metrics file holds {type(metrics).__name__}, expected an object")
+    for key, kind in REQUIRED.items():
+        if not isinstance(metrics.get(key), kind):
+            raise DataError(f"{path}: metrics field {key!r} is {metrics.get(key)!r}, expected {kind.__name__}")
+    for key, _, _ in METRICS:
+        value = metrics.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise DataError(f"{path}: metrics field {key!r} is {value!r}, expected a number")
+    return metrics
 
 
 def _status(metrics: dict[str, Any] | None) -> str:

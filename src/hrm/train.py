@@ -11,6 +11,7 @@ import csv
 import io
 import logging
 import math
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,10 +24,12 @@ import torch.nn.functional as F
 from hrm import checkpoint, paths, provenance
 from hrm.atomic import atomic_path, write_json, write_text
 from hrm.config import Experiment, Params, Recipe, Runtime
+from hrm.errors import HrmError, NumericalError, Stopped
 from hrm.data import build as built
 from hrm.data.sources import DATASETS
 from hrm.evaluate import Normalizer, predict
 from hrm.gpu import GpuMonitor, autocast, resolve_device, synchronize
+from hrm.guard import RunLock, StopSignals
 from hrm.models.registry import build_model, count_params
 from hrm.optim import adamw, lr_at, set_lr
 from hrm.progress import Progress
@@ -145,16 +148,38 @@ def _csv(rows: list[dict[str, object]]) -> str:
     return out.getvalue()
 
 
+def _place(data: built.ImageData, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """The whole data set on the device, uint8 images (normalised per batch)."""
+    arrays = (data.train_x, data.train_y, data.test_x, data.test_y)
+    return tuple(torch.from_numpy(np.array(a)).to(device) for a in arrays)
+
+
 def train(params: Params, name: str, seed: int) -> Path:
+    """Train one run; refuses (exit 2) if another process holds its run folder."""
     exp: Experiment = params.experiment(name)
-    recipe, runtime, spec = exp.recipe, params.runtime, DATASETS[exp.dataset]
+    data = built.load(exp.dataset)                    # validates the data before anything is written
+    with RunLock(paths.run_dir(exp.group, name, seed)):
+        try:
+            return _train(params, exp, seed, data)
+        except torch.cuda.OutOfMemoryError:
+            r = exp.recipe
+            raise HrmError(f"{name} seed {seed}: CUDA out of memory with batch size {r.batch_size} "
+                           f"(eval {r.eval_batch_size}); lower recipes.{exp.recipe_name}.batch_size "
+                           f"(or .eval_batch_size) in {params.path}, or set runtime.precision: bf16; "
+                           f"no outputs were written, earlier checkpoints are kept") from None
+
+
+def _nonfinite(losses: torch.Tensor, lo: int, hi: int) -> int | None:
+    """Index of the first NaN/Inf loss in losses[lo:hi], or None (one host sync)."""
+    bad = (~torch.isfinite(losses[lo:hi])).nonzero()
+    return lo + int(bad[0]) if len(bad) else None
+
+
+def _train(params: Params, exp: Experiment, seed: int, data: built.ImageData) -> Path:
+    name, recipe, runtime, spec = exp.name, exp.recipe, params.runtime, DATASETS[exp.dataset]
     device = resolve_device(runtime.device)
     configure_torch(runtime)
-    data = built.load(exp.dataset)
-    x_train = torch.from_numpy(np.array(data.train_x)).to(device)   # uint8, resident
-    y_train = torch.from_numpy(np.array(data.train_y)).to(device)
-    x_test = torch.from_numpy(np.array(data.test_x)).to(device)
-    y_test = torch.from_numpy(np.array(data.test_y)).to(device)
+    x_train, y_train, x_test, y_test = _place(data, device)
     normalize = Normalizer(data, device)
 
     model = build_model(exp.model, spec)
@@ -167,29 +192,54 @@ def train(params: Params, name: str, seed: int) -> Path:
     step_fn = BATCH_STEPS[exp.model.kind]
     if runtime.compile and device.type == "cuda":
         compile_model(model)
+    # A NaN check is a host sync: every batch on the CPU (free), every log interval on a GPU.
+    check_every = 1 if device.type == "cpu" else runtime.log_every_steps
 
     ckpt = paths.checkpoint_file(exp.group, name, seed)
     phash = exp.params_hash()
     state = checkpoint.resume(ckpt, phash, model, optimizer) or checkpoint.RunState(phash)
     ctx = StepContext(recipe, schedule, state.step, device, runtime.precision,
                       post_update_acc=exp.mode == "faithful" and recipe.train_acc == "post_update")
-    t_start = time.perf_counter()
-    with GpuMonitor(device, runtime.nvml_interval_s) as monitor:
+    prior_s, t_start = state.elapsed_s, time.perf_counter()
+    with GpuMonitor(device, runtime.nvml_interval_s) as monitor, StopSignals() as stop:
         for epoch in range(state.epoch + 1, recipe.epochs + 1):
             model.train()
             order = torch.from_numpy(epoch_order(n, seed, epoch)).to(device)
+            first = state.batch                       # > 0 when resuming inside this epoch
             losses = torch.zeros(steps_per_epoch, device=device)
-            correct = torch.zeros((), device=device)
+            losses[:first] = torch.tensor(state.partial_losses, device=device)
+            correct = torch.tensor(state.partial_correct, device=device)
             synchronize(device)
-            t0 = time.perf_counter()
-            with Progress(steps_per_epoch, f"{name} s{seed} epoch {epoch}/{recipe.epochs}", "steps",
+            t0, checked = time.perf_counter() - state.partial_seconds, first
+            with Progress(steps_per_epoch, f"{name} s{seed} epoch {epoch}/{recipe.epochs}", "batches",
                           notes_only=True) as bar:
-                for i in range(steps_per_epoch):
+                bar.advance(first)
+                for i in range(first, steps_per_epoch):
                     idx = order[i * recipe.batch_size:(i + 1) * recipe.batch_size]
                     loss, hits = step_fn(model, normalize(x_train[idx]), y_train[idx], optimizer, ctx)
                     losses[i], correct = loss, correct + hits
                     state.step = ctx.updates
+                    if (i + 1) % check_every == 0 or i + 1 == steps_per_epoch or stop.received:
+                        bad = _nonfinite(losses, checked, i + 1)
+                        if bad is not None:
+                            raise NumericalError(
+                                f"{name} seed {seed}: non-finite loss at epoch {epoch} batch {bad + 1} "
+                                f"(optimizer update <= {ctx.updates}): cross_entropy={losses[bad].item()}; "
+                                f"stopped without saving; the last good checkpoint (after epoch "
+                                f"{state.epoch}, batch {state.batch}) is kept at {ckpt}")
+                        checked = i + 1
                     bar.advance(1, f"loss {loss.item():.4f}" if (i + 1) % runtime.log_every_steps == 0 else "")
+                    if stop.received and i + 1 < steps_per_epoch:
+                        synchronize(device)
+                        state.batch, state.partial_losses = i + 1, losses[:i + 1].cpu().tolist()
+                        state.partial_correct = correct.item()
+                        state.partial_seconds = time.perf_counter() - t0
+                        state.elapsed_s = prior_s + time.perf_counter() - t_start
+                        checkpoint.save(ckpt, state, model, optimizer)
+                        sig = signal.Signals(stop.received)
+                        raise Stopped(f"{name} seed {seed}: stopped by {sig.name} at epoch {epoch}, batch "
+                                      f"{i + 1}/{steps_per_epoch}; checkpoint saved to {ckpt}; resume with "
+                                      f"`python -m hrm train {name} --seed {seed}`", stop.received)
             synchronize(device)
             train_s = time.perf_counter() - t0
             t1 = time.perf_counter()
@@ -202,14 +252,20 @@ def train(params: Params, name: str, seed: int) -> Path:
                                   "train_acc": correct.item() / n, "test_acc": test_acc,
                                   "lr": schedule(state.step - 1), "seconds": round(train_s, 3),
                                   "eval_seconds": round(eval_s, 3)})
-            state.epoch = epoch
+            state.epoch, state.batch, state.partial_losses = epoch, 0, []
+            state.partial_correct = state.partial_seconds = 0.0
+            state.elapsed_s = prior_s + time.perf_counter() - t_start
             log.info("%s seed %d epoch %d/%d: train loss %.4f acc %.4f | test acc %.4f | %.1fs", name, seed,
                      epoch, recipe.epochs, state.history[-1]["train_loss"], state.history[-1]["train_acc"],
                      test_acc, train_s)
             checkpoint.save(ckpt, state, model, optimizer)
-    total_s = state.elapsed_s + time.perf_counter() - t_start
+            if stop.received and epoch < recipe.epochs:
+                sig = signal.Signals(stop.received)
+                raise Stopped(f"{name} seed {seed}: stopped by {sig.name} after epoch {epoch}; checkpoint saved "
+                              f"to {ckpt}; resume with `python -m hrm train {name} --seed {seed}`", stop.received)
+    total_s = prior_s + time.perf_counter() - t_start
     _write_outputs(exp, seed, state, model, monitor, total_s, spec_params=count_params(exp.model, spec))
-    ckpt.unlink(missing_ok=True)   # finished: a rerun must retrain, not resume at the end
+    checkpoint.remove(ckpt)   # finished: a rerun must retrain, not resume at the end
     return paths.model_file(exp.group, name, seed)
 
 

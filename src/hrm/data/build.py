@@ -104,5 +104,29 @@ def load(dataset: str) -> ImageData:
         raise DataError(f"{root}: built data set missing ({exc.filename}); run `hrm build {dataset}`") from None
     except (ValueError, OSError, json.JSONDecodeError) as exc:
         raise DataError(f"{root}: built data set unreadable ({exc}); run `hrm build {dataset}` again") from None
-    return ImageData(**arrays, mean=np.asarray(meta["mean"], np.float32), std=np.asarray(meta["std"], np.float32),
-                     pixel_max=int(meta["pixel_max"]), label_names=tuple(meta["label_names"]))
+    try:
+        data = ImageData(**arrays, mean=np.asarray(meta["mean"], np.float32),
+                         std=np.asarray(meta["std"], np.float32), pixel_max=int(meta["pixel_max"]),
+                         label_names=tuple(str(n) for n in meta["label_names"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{root}/meta.json: malformed ({type(exc).__name__}: {exc}); run `hrm build {dataset}`") from None
+    _check_loaded(root, dataset, data)
+    return data
+
+
+def _check_loaded(root: Path, dataset: str, d: ImageData) -> None:
+    """Shapes, dtypes and label range of a built set, so training never indexes garbage."""
+    spec = DATASETS[dataset]
+    channels = spec.image_shape[0]
+    problems = []
+    for split, x, y in (("train", d.train_x, d.train_y), ("test", d.test_x, d.test_y)):
+        if x.dtype != np.uint8 or x.shape[1:] != spec.image_shape or len(x) == 0:
+            problems.append(f"{split}_x is {x.dtype} {x.shape}, expected uint8 (N, {spec.image_shape})")
+        elif y.dtype != np.int64 or y.shape != (len(x),):
+            problems.append(f"{split}_y is {y.dtype} {y.shape}, expected int64 ({len(x)},)")
+        elif y.min() < 0 or y.max() >= spec.classes:
+            problems.append(f"{split}_y spans {y.min()}..{y.max()}, expected 0..{spec.classes - 1}")
+    if d.mean.shape != (channels,) or d.std.shape != (channels,) or not np.all(d.std > 0) or d.pixel_max <= 0:
+        problems.append(f"meta.json statistics malformed (mean {d.mean.shape}, std {d.std.shape})")
+    if problems:
+        raise DataError(f"{root}: " + "; ".join(problems) + f"; run `hrm build {dataset}` again")

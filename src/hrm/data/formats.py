@@ -7,6 +7,7 @@ DataError that names the file (and archive member) and what is wrong.
 from __future__ import annotations
 
 import gzip
+import math
 import pickle
 import struct
 import tarfile
@@ -51,7 +52,7 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     if len(data) < header:
         raise DataError(f"{path}: truncated IDX header")
     dims = struct.unpack(f">{ndim}I", data[4:header])
-    expected = int(np.prod(dims))
+    expected = math.prod(dims)
     if len(data) - header != expected:
         raise DataError(f"{path}: IDX body has {len(data) - header} bytes, header {dims} needs {expected}")
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
@@ -69,6 +70,19 @@ def read_mnist(raw: Path) -> Splits:
     return Splits(*splits, label_names=tuple(str(i) for i in range(10)))
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Only what CIFAR pickles contain (dicts, lists, bytes, numpy arrays): no arbitrary callables."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
 def _unpickle(archive: tarfile.TarFile, member: str, path: Path) -> dict:
     try:
         fh = archive.extractfile(member)
@@ -78,7 +92,7 @@ def _unpickle(archive: tarfile.TarFile, member: str, path: Path) -> dict:
         raise DataError(f"{path}: member {member!r} is not a file")
     try:
         # The archive's md5 was verified against the canonical one before we get here.
-        obj = pickle.load(fh, encoding="bytes")
+        obj = _ArrayUnpickler(fh, encoding="bytes").load()
     except Exception as exc:  # pickle raises many types on garbage
         raise DataError(f"{path}: member {member!r} is not a readable pickle ({type(exc).__name__}: {exc})") from None
     if not isinstance(obj, dict):
@@ -89,8 +103,11 @@ def _unpickle(archive: tarfile.TarFile, member: str, path: Path) -> dict:
 def _cifar_batch(obj: dict, label_key: bytes, member: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
     if b"data" not in obj or label_key not in obj:
         raise DataError(f"{path}: member {member!r} lacks keys b'data' and {label_key!r}")
-    data = np.asarray(obj[b"data"], dtype=np.uint8)
-    labels = np.asarray(obj[label_key], dtype=np.int64)
+    try:
+        data = np.asarray(obj[b"data"], dtype=np.uint8)
+        labels = np.asarray(obj[label_key], dtype=np.int64).reshape(-1)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise DataError(f"{path}: member {member!r} has non-numeric data or labels ({exc})") from None
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise DataError(f"{path}: member {member!r} data has shape {data.shape}, expected (N, 3072)")
     if len(labels) != len(data):
@@ -140,7 +157,9 @@ def read_digits(raw: Path) -> Splits:
     path = raw / DIGITS_FILE
     try:
         with np.load(path) as z:
-            images, target = z["images"], z["target"]
+            images, target = np.asarray(z["images"], np.uint8), np.asarray(z["target"], np.int64)
+        if images.ndim != 3 or images.shape[1:] != (8, 8) or len(target) != len(images):
+            raise ValueError(f"images {images.shape}, targets {target.shape}; expected (N, 8, 8) and (N,)")
     except FileNotFoundError:
         raise DataError(f"{path}: file not found (run `hrm download digits`)") from None
     except Exception as exc:
