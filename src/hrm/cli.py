@@ -162,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(args.params)
         return int(args.fn(params, args))
     except HrmError as exc:
-        print(f"hrm {args.command}: error: {exc}", file=sys.stderr)
+        message = str(exc).replace("\n", "\\n")   # one line, whatever the offending key holds
+        print(f"hrm {args.command}: error: {message}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"hrm {args.command}: interrupted", file=sys.stderr)

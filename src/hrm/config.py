@@ -219,7 +219,7 @@ def _model_class(name: str, body: Any) -> type:
     from hrm.models.registry import MODEL_CONFIGS
 
     kind = body.get("kind") if isinstance(body, dict) else None
-    if kind not in MODEL_CONFIGS:
+    if not isinstance(kind, str) or kind not in MODEL_CONFIGS:
         raise ConfigError(f"models.{name}.kind: got {kind!r}{_closest(str(kind), MODEL_CONFIGS)}; "
                           f"allowed: {', '.join(MODEL_CONFIGS)}")
     return MODEL_CONFIGS[kind]

@@ -102,8 +102,9 @@ def load(dataset: str) -> ImageData:
         arrays = {n: np.load(root / f"{n}.npy", mmap_mode="r") for n in ARRAYS}
     except FileNotFoundError as exc:
         raise DataError(f"{root}: built data set missing ({exc.filename}); run `hrm build {dataset}`") from None
-    except (ValueError, OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{root}: built data set unreadable ({exc}); run `hrm build {dataset}` again") from None
+    except (ValueError, OSError, EOFError, UnicodeDecodeError) as exc:   # JSONDecodeError is a ValueError
+        raise DataError(f"{root}: built data set unreadable ({type(exc).__name__}: {exc}); "
+                        f"run `hrm build {dataset}` again") from None
     try:
         data = ImageData(**arrays, mean=np.asarray(meta["mean"], np.float32),
                          std=np.asarray(meta["std"], np.float32), pixel_max=int(meta["pixel_max"]),

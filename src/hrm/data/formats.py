@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hrm.data.sources import CIFAR_LAYOUT, DIGITS_FILE, DIGITS_SPLIT_SEED, DIGITS_TEST_FRACTION, MNIST_FILES
+from hrm.data.sources import CIFAR_LAYOUT, DATASETS, DIGITS_FILE, DIGITS_SPLIT_SEED, DIGITS_TEST_FRACTION, MNIST_FILES
 from hrm.errors import DataError
 
 IDX_IMAGES_MAGIC = 2051   # 0x00000803: unsigned bytes, 3 dimensions
@@ -135,8 +135,9 @@ def read_cifar(path: Path, dataset: str) -> Splits:
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path}: archive is damaged ({exc})") from None
     names = meta.get(layout["names"])
-    if not isinstance(names, list):
-        raise DataError(f"{path}: {layout['meta']!r} lacks {layout['names']!r}")
+    classes = DATASETS[dataset].classes
+    if not isinstance(names, list) or len(names) != classes:
+        raise DataError(f"{path}: {layout['meta']!r} needs {layout['names']!r} with {classes} class names")
     return Splits(*parts, label_names=tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names))
 
 
