@@ -113,3 +113,10 @@ def test_params_change_is_a_snakemake_rerun_trigger() -> None:
     # Only values passed through a rule's params: trigger reruns; the train rule passes the params hash.
     text = (REPO / "workflow/rules/train.smk").read_text()
     assert "params_hash()" in text and real_params()["experiments"]
+
+
+def test_snakemake_lint_is_clean() -> None:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    out = subprocess.run([str(BIN / "snakemake"), "--lint"], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and "in a good condition" in out.stdout + out.stderr, out.stdout + out.stderr
