@@ -1,0 +1,1 @@
+"""Reasoning puzzles (REFERENCE II.4): generators, exact solvers, augmentations and ARC voting."""

@@ -1,0 +1,101 @@
+"""Mazes (REFERENCE II.4, Maze-Hard): a seeded generator whose shortest S->G path is verified by BFS.
+
+Charset "# SGo": wall, open, start, goal, path (answers only). Tokens 1..5, pad 0.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+from hrm.errors import DataError
+
+CHARSET = "# SGo"
+WALL, OPEN, START, GOAL, PATH = CHARSET
+MOVES = ((1, 0), (-1, 0), (0, 1), (0, -1))
+
+
+def parse(text: str, size: int, where: str, answer: bool = False) -> np.ndarray:
+    """A size*size maze string -> char grid; errors name `where` (file and row) and the problem."""
+    if len(text) != size * size:
+        raise DataError(f"{where}: {len(text)} characters, a {size}x{size} maze needs {size * size}")
+    allowed = CHARSET if answer else CHARSET[:4]
+    bad = sorted(set(text) - set(allowed))
+    if bad:
+        raise DataError(f"{where}: foreign characters {''.join(bad)!r} (allowed: {allowed!r})")
+    for mark in (START, GOAL):
+        if text.count(mark) != 1:
+            raise DataError(f"{where}: {text.count(mark)} {mark!r} cells, a maze needs exactly one")
+    return np.array(list(text)).reshape(size, size)
+
+
+def shortest_path(grid: np.ndarray) -> list[tuple[int, int]] | None:
+    """Cells of one shortest S->G path (both ends included) by BFS, or None if G is unreachable."""
+    start = tuple(int(v) for v in np.argwhere(grid == START)[0])
+    goal = tuple(int(v) for v in np.argwhere(grid == GOAL)[0])
+    parent: dict[tuple[int, int], tuple[int, int] | None] = {start: None}
+    queue = deque([start])
+    h, w = grid.shape
+    while queue:
+        cell = queue.popleft()
+        if cell == goal:
+            path = []
+            node: tuple[int, int] | None = cell
+            while node is not None:
+                path.append(node)
+                node = parent[node]
+            return path[::-1]
+        for dr, dc in MOVES:
+            nxt = (cell[0] + dr, cell[1] + dc)
+            if 0 <= nxt[0] < h and 0 <= nxt[1] < w and nxt not in parent and grid[nxt] != WALL:
+                parent[nxt] = cell
+                queue.append(nxt)
+    return None
+
+
+def _carve(size: int, rng: np.random.Generator, loops: float) -> np.ndarray:
+    """Randomised depth-first maze on the odd lattice, then a few walls knocked out for loops."""
+    grid = np.full((size, size), WALL)
+    cells = [(r, c) for r in range(1, size - 1, 2) for c in range(1, size - 1, 2)]
+    start = cells[rng.integers(len(cells))]
+    grid[start] = OPEN
+    stack = [start]
+    while stack:
+        r, c = stack[-1]
+        options = [(r + 2 * dr, c + 2 * dc, dr, dc) for dr, dc in MOVES
+                   if 0 < r + 2 * dr < size - 1 and 0 < c + 2 * dc < size - 1 and grid[r + 2 * dr, c + 2 * dc] == WALL]
+        if not options:
+            stack.pop()
+            continue
+        nr, nc, dr, dc = options[rng.integers(len(options))]
+        grid[r + dr, c + dc] = grid[nr, nc] = OPEN
+        stack.append((nr, nc))
+    inner = np.argwhere(grid[1:-1, 1:-1] == WALL) + 1
+    for r, c in inner[rng.random(len(inner)) < loops]:
+        grid[r, c] = OPEN
+    return grid
+
+
+def generate(seed: int, size: int = 30, min_path: int = 110, loops: float = 0.05,
+             tries: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """(question, answer) char grids whose shortest S->G path is longer than `min_path` moves."""
+    rng = np.random.default_rng(seed)
+    for _ in range(tries):
+        grid = _carve(size, rng, loops)
+        free = np.argwhere(grid == OPEN)
+        s, g = free[rng.choice(len(free), 2, replace=False)]
+        grid[tuple(s)], grid[tuple(g)] = START, GOAL
+        path = shortest_path(grid)
+        if path is not None and len(path) - 1 > min_path:
+            answer = grid.copy()
+            for cell in path[1:-1]:
+                answer[cell] = PATH
+            return grid, answer
+    raise ValueError(f"no maze with a path longer than {min_path} in {tries} tries (seed {seed})")
+
+
+def tokens(grid: np.ndarray) -> np.ndarray:
+    """Chars -> tokens 1..5 (pad is 0)."""
+    lookup = {ch: i + 1 for i, ch in enumerate(CHARSET)}
+    return np.vectorize(lookup.__getitem__)(grid).astype(np.uint8)
