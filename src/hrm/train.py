@@ -2,7 +2,8 @@
 
 The whole data set sits on the device as uint8 and is normalised per batch; the only host->device
 copy per epoch is the shuffled index order (numpy PCG64 seeded with seed + epoch, as the author
-code). The test set is evaluated after every epoch; a checkpoint is written at every epoch end.
+code). The test set is evaluated after every epoch; a checkpoint is written at every epoch end and,
+on SIGTERM/SIGINT, mid-epoch. What one batch does lives in `hrm.steps`.
 """
 
 from __future__ import annotations
@@ -13,119 +14,27 @@ import logging
 import math
 import signal
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from hrm import checkpoint, paths, provenance
 from hrm.atomic import atomic_path, write_json, write_text
-from hrm.config import Experiment, Params, Recipe, Runtime
-from hrm.errors import HrmError, NumericalError, Stopped
+from hrm.config import Experiment, Params, Runtime
 from hrm.data import build as built
 from hrm.data.sources import DATASETS
+from hrm.errors import HrmError, NumericalError, Stopped
 from hrm.evaluate import Normalizer, predict
-from hrm.gpu import GpuMonitor, autocast, resolve_device, synchronize
+from hrm.gpu import GpuMonitor, resolve_device, synchronize
 from hrm.guard import RunLock, StopSignals
 from hrm.models.registry import build_model, count_params
-from hrm.optim import adamw, lr_at, set_lr
+from hrm.optim import adamw
 from hrm.progress import Progress
+from hrm.steps import BATCH_STEPS, StepContext, compile_model, make_schedule
 
+__all__ = ["BATCH_STEPS", "epoch_order", "make_schedule", "train"]
 log = logging.getLogger("hrm")
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """Learning rate as a function of the optimizer step (REFERENCE I.3: sized in steps)."""
-
-    recipe: Recipe
-    total: int
-    warmup: int
-
-    def __call__(self, step: int) -> float:
-        r = self.recipe
-        return lr_at(step, peak=r.lr, total=self.total, warmup=self.warmup, floor=r.lr_floor)
-
-
-@dataclass
-class StepContext:
-    """What a batch step needs besides the batch: the recipe, the LR per update, precision."""
-
-    recipe: Recipe
-    schedule: Schedule
-    updates: int                      # optimizer updates taken so far
-    device: torch.device
-    precision: str
-    post_update_acc: bool             # faithful HRM-CIFAR quirk: accuracy of a re-run after the updates
-
-    def update(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-        """Backward, global-norm clip, then one optimizer step at lr_at(updates)."""
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.recipe.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), self.recipe.grad_clip)
-        set_lr(optimizer, self.schedule(self.updates))
-        optimizer.step()
-        self.updates += 1
-
-    def autocast(self) -> torch.autocast:
-        return autocast(self.device, self.precision)
-
-
-# One batch: returns (mean loss, number of correct predictions) as device tensors.
-BatchStep = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.optim.Optimizer, StepContext],
-                     tuple[torch.Tensor, torch.Tensor]]
-
-
-def classifier_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
-                    ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
-    """Plain supervised step; accuracy is train-mode, measured before the update (author's CNN)."""
-    with ctx.autocast():
-        logits = model(x)
-    loss = F.cross_entropy(logits.float(), y, label_smoothing=ctx.recipe.label_smoothing)
-    ctx.update(model, optimizer, loss)
-    return loss.detach(), (logits.detach().argmax(-1) == y).sum()
-
-
-def hrm_image_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
-                   ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
-    """Deep supervision (REFERENCE I.3): M segments from the initial state, one update after EACH."""
-    carry = model.initial_carry(len(x))
-    losses, hits = [], []
-    for _ in range(model.c.train_segments):
-        with ctx.autocast():
-            out = model.segment(carry, x)
-        loss = F.cross_entropy(out.logits.float(), y, label_smoothing=ctx.recipe.label_smoothing)
-        ctx.update(model, optimizer, loss)
-        carry = out.carry.detach()          # no gradient crosses a segment boundary
-        losses.append(loss.detach())
-        hits.append((out.logits.detach().argmax(-1) == y).sum())
-    if ctx.post_update_acc:
-        with torch.no_grad(), ctx.autocast():
-            return torch.stack(losses).mean(), (model(x).argmax(-1) == y).sum()
-    return torch.stack(losses).mean(), torch.stack(hits).float().mean()
-
-
-BATCH_STEPS: dict[str, BatchStep] = {"cnn": classifier_step, "hrm-image": hrm_image_step}
-
-
-def make_schedule(exp: Experiment, steps_per_epoch: int) -> Schedule:
-    """Sized in batches in faithful mode even when a batch takes several updates (REFERENCE I.5.1)."""
-    per_batch = 1 if exp.mode == "faithful" else getattr(exp.model, "train_segments", 1)
-    total = steps_per_epoch * exp.recipe.epochs * per_batch
-    return Schedule(exp.recipe, total, round(exp.recipe.warmup_epochs * steps_per_epoch * per_batch))
-
-
-def compile_model(model: torch.nn.Module) -> None:
-    """Compile the transformer stacks (the HRM's hot loop) or, for other models, the whole forward."""
-    from hrm.models.layers import Stack
-
-    stacks = [m for m in model.modules() if isinstance(m, Stack)]
-    for m in stacks or [model]:
-        m.compile()
 
 
 def configure_torch(runtime: Runtime) -> None:
@@ -160,7 +69,7 @@ def train(params: Params, name: str, seed: int) -> Path:
     data = built.load(exp.dataset)                    # validates the data before anything is written
     with RunLock(paths.run_dir(exp.group, name, seed)):
         try:
-            return _train(params, exp, seed, data)
+            return Trainer(params, exp, seed, data).run()
         except torch.cuda.OutOfMemoryError:
             r = exp.recipe
             raise HrmError(f"{name} seed {seed}: CUDA out of memory with batch size {r.batch_size} "
@@ -169,104 +78,120 @@ def train(params: Params, name: str, seed: int) -> Path:
                            f"no outputs were written, earlier checkpoints are kept") from None
 
 
-def _nonfinite(losses: torch.Tensor, lo: int, hi: int) -> int | None:
-    """Index of the first NaN/Inf loss in losses[lo:hi], or None (one host sync)."""
-    bad = (~torch.isfinite(losses[lo:hi])).nonzero()
-    return lo + int(bad[0]) if len(bad) else None
+class Trainer:
+    """One run: model, optimizer and data on the device, its checkpoint, and the epoch loop."""
 
+    def __init__(self, params: Params, exp: Experiment, seed: int, data: built.ImageData) -> None:
+        self.exp, self.seed, self.runtime, self.recipe = exp, seed, params.runtime, exp.recipe
+        self.spec = DATASETS[exp.dataset]
+        self.device = resolve_device(self.runtime.device)
+        configure_torch(self.runtime)
+        self.x_train, self.y_train, self.x_test, self.y_test = _place(data, self.device)
+        self.normalize = Normalizer(data, self.device)
+        self.model = build_model(exp.model, self.spec)
+        self.model.init_weights(torch.Generator().manual_seed(seed))
+        self.model.to(self.device)
+        self.optimizer = adamw(list(self.model.parameters()), self.recipe)
+        self.steps_per_epoch = math.ceil(len(self.x_train) / self.recipe.batch_size)
+        self.step_fn = BATCH_STEPS[exp.model.kind]
+        if self.runtime.compile and self.device.type == "cuda":
+            compile_model(self.model)
+        # A NaN check is a host sync: every batch on the CPU (free), every log interval on a GPU.
+        self.check_every = 1 if self.device.type == "cpu" else self.runtime.log_every_steps
+        self.ckpt = paths.checkpoint_file(exp.group, exp.name, seed)
+        phash = exp.params_hash()
+        self.state = checkpoint.resume(self.ckpt, phash, self.model, self.optimizer) or checkpoint.RunState(phash)
+        self.ctx = StepContext(self.recipe, make_schedule(exp, self.steps_per_epoch), self.state.step, self.device,
+                               self.runtime.precision,
+                               post_update_acc=exp.mode == "faithful" and self.recipe.train_acc == "post_update")
+        self.stop = StopSignals()
+        self.prior_s, self.t_start = self.state.elapsed_s, time.perf_counter()
 
-def _train(params: Params, exp: Experiment, seed: int, data: built.ImageData) -> Path:
-    name, recipe, runtime, spec = exp.name, exp.recipe, params.runtime, DATASETS[exp.dataset]
-    device = resolve_device(runtime.device)
-    configure_torch(runtime)
-    x_train, y_train, x_test, y_test = _place(data, device)
-    normalize = Normalizer(data, device)
+    @property
+    def label(self) -> str:
+        return f"{self.exp.name} seed {self.seed}"
 
-    model = build_model(exp.model, spec)
-    model.init_weights(torch.Generator().manual_seed(seed))
-    model.to(device)
-    optimizer = adamw(list(model.parameters()), recipe)
-    n = len(x_train)
-    steps_per_epoch = math.ceil(n / recipe.batch_size)
-    schedule = make_schedule(exp, steps_per_epoch)
-    step_fn = BATCH_STEPS[exp.model.kind]
-    if runtime.compile and device.type == "cuda":
-        compile_model(model)
-    # A NaN check is a host sync: every batch on the CPU (free), every log interval on a GPU.
-    check_every = 1 if device.type == "cpu" else runtime.log_every_steps
+    def run(self) -> Path:
+        with GpuMonitor(self.device, self.runtime.nvml_interval_s) as monitor, self.stop:
+            for epoch in range(self.state.epoch + 1, self.recipe.epochs + 1):
+                losses, correct, train_s = self.train_epoch(epoch)
+                self.end_epoch(epoch, losses, correct, train_s)
+        total_s = self.prior_s + time.perf_counter() - self.t_start
+        _write_outputs(self.exp, self.seed, self.state, self.model, monitor, total_s,
+                       spec_params=count_params(self.exp.model, self.spec))
+        checkpoint.remove(self.ckpt)   # finished: a rerun must retrain, not resume at the end
+        return paths.model_file(self.exp.group, self.exp.name, self.seed)
 
-    ckpt = paths.checkpoint_file(exp.group, name, seed)
-    phash = exp.params_hash()
-    state = checkpoint.resume(ckpt, phash, model, optimizer) or checkpoint.RunState(phash)
-    ctx = StepContext(recipe, schedule, state.step, device, runtime.precision,
-                      post_update_acc=exp.mode == "faithful" and recipe.train_acc == "post_update")
-    prior_s, t_start = state.elapsed_s, time.perf_counter()
-    with GpuMonitor(device, runtime.nvml_interval_s) as monitor, StopSignals() as stop:
-        for epoch in range(state.epoch + 1, recipe.epochs + 1):
-            model.train()
-            order = torch.from_numpy(epoch_order(n, seed, epoch)).to(device)
-            first = state.batch                       # > 0 when resuming inside this epoch
-            losses = torch.zeros(steps_per_epoch, device=device)
-            losses[:first] = torch.tensor(state.partial_losses, device=device)
-            correct = torch.tensor(state.partial_correct, device=device)
-            synchronize(device)
-            t0, checked = time.perf_counter() - state.partial_seconds, first
-            with Progress(steps_per_epoch, f"{name} s{seed} epoch {epoch}/{recipe.epochs}", "batches",
-                          notes_only=True) as bar:
-                bar.advance(first)
-                for i in range(first, steps_per_epoch):
-                    idx = order[i * recipe.batch_size:(i + 1) * recipe.batch_size]
-                    loss, hits = step_fn(model, normalize(x_train[idx]), y_train[idx], optimizer, ctx)
-                    losses[i], correct = loss, correct + hits
-                    state.step = ctx.updates
-                    if (i + 1) % check_every == 0 or i + 1 == steps_per_epoch or stop.received:
-                        bad = _nonfinite(losses, checked, i + 1)
-                        if bad is not None:
-                            raise NumericalError(
-                                f"{name} seed {seed}: non-finite loss at epoch {epoch} batch {bad + 1} "
-                                f"(optimizer update <= {ctx.updates}): cross_entropy={losses[bad].item()}; "
-                                f"stopped without saving; the last good checkpoint (after epoch "
-                                f"{state.epoch}, batch {state.batch}) is kept at {ckpt}")
-                        checked = i + 1
-                    bar.advance(1, f"loss {loss.item():.4f}" if (i + 1) % runtime.log_every_steps == 0 else "")
-                    if stop.received and i + 1 < steps_per_epoch:
-                        synchronize(device)
-                        state.batch, state.partial_losses = i + 1, losses[:i + 1].cpu().tolist()
-                        state.partial_correct = correct.item()
-                        state.partial_seconds = time.perf_counter() - t0
-                        state.elapsed_s = prior_s + time.perf_counter() - t_start
-                        checkpoint.save(ckpt, state, model, optimizer)
-                        sig = signal.Signals(stop.received)
-                        raise Stopped(f"{name} seed {seed}: stopped by {sig.name} at epoch {epoch}, batch "
-                                      f"{i + 1}/{steps_per_epoch}; checkpoint saved to {ckpt}; resume with "
-                                      f"`python -m hrm train {name} --seed {seed}`", stop.received)
-            synchronize(device)
-            train_s = time.perf_counter() - t0
-            t1 = time.perf_counter()
-            test_pred = predict(model, x_test, normalize, recipe.eval_batch_size, ctx.autocast)
-            test_acc = (test_pred == y_test).float().mean().item()
-            eval_s = time.perf_counter() - t1
-            step_losses = losses.cpu().tolist()
-            state.step_losses += step_losses
-            state.history.append({"epoch": epoch, "train_loss": float(np.mean(step_losses)),
-                                  "train_acc": correct.item() / n, "test_acc": test_acc,
-                                  "lr": schedule(state.step - 1), "seconds": round(train_s, 3),
-                                  "eval_seconds": round(eval_s, 3)})
-            state.epoch, state.batch, state.partial_losses = epoch, 0, []
-            state.partial_correct = state.partial_seconds = 0.0
-            state.elapsed_s = prior_s + time.perf_counter() - t_start
-            log.info("%s seed %d epoch %d/%d: train loss %.4f acc %.4f | test acc %.4f | %.1fs", name, seed,
-                     epoch, recipe.epochs, state.history[-1]["train_loss"], state.history[-1]["train_acc"],
-                     test_acc, train_s)
-            checkpoint.save(ckpt, state, model, optimizer)
-            if stop.received and epoch < recipe.epochs:
-                sig = signal.Signals(stop.received)
-                raise Stopped(f"{name} seed {seed}: stopped by {sig.name} after epoch {epoch}; checkpoint saved "
-                              f"to {ckpt}; resume with `python -m hrm train {name} --seed {seed}`", stop.received)
-    total_s = prior_s + time.perf_counter() - t_start
-    _write_outputs(exp, seed, state, model, monitor, total_s, spec_params=count_params(exp.model, spec))
-    checkpoint.remove(ckpt)   # finished: a rerun must retrain, not resume at the end
-    return paths.model_file(exp.group, name, seed)
+    def train_epoch(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """All batches of one epoch (from state.batch when resuming inside it)."""
+        s, bs, n_batches = self.state, self.recipe.batch_size, self.steps_per_epoch
+        self.model.train()
+        order = torch.from_numpy(epoch_order(len(self.x_train), self.seed, epoch)).to(self.device)
+        losses = torch.zeros(n_batches, device=self.device)
+        losses[:s.batch] = torch.tensor(s.partial_losses, device=self.device)
+        correct = torch.tensor(s.partial_correct, device=self.device)
+        synchronize(self.device)
+        t0, checked = time.perf_counter() - s.partial_seconds, s.batch
+        with Progress(n_batches, f"{self.exp.name} s{self.seed} epoch {epoch}/{self.recipe.epochs}", "batches",
+                      notes_only=True) as bar:
+            bar.advance(s.batch)
+            for i in range(s.batch, n_batches):
+                idx = order[i * bs:(i + 1) * bs]
+                loss, hits = self.step_fn(self.model, self.normalize(self.x_train[idx]), self.y_train[idx],
+                                          self.optimizer, self.ctx)
+                losses[i], correct, s.step = loss, correct + hits, self.ctx.updates
+                if (i + 1) % self.check_every == 0 or i + 1 == n_batches or self.stop.received:
+                    self.check_finite(losses, checked, i + 1, epoch)
+                    checked = i + 1
+                every = self.runtime.log_every_steps
+                bar.advance(1, f"loss {loss.item():.4f}" if (i + 1) % every == 0 else "")
+                if self.stop.received and i + 1 < n_batches:
+                    synchronize(self.device)
+                    s.batch, s.partial_losses = i + 1, losses[:i + 1].cpu().tolist()
+                    s.partial_correct, s.partial_seconds = correct.item(), time.perf_counter() - t0
+                    self.save_and_stop(f"at epoch {epoch}, batch {i + 1}/{n_batches}")
+        synchronize(self.device)
+        return losses, correct, time.perf_counter() - t0
+
+    def check_finite(self, losses: torch.Tensor, lo: int, hi: int, epoch: int) -> None:
+        """Stop on the first NaN/Inf loss in losses[lo:hi], before anything is checkpointed."""
+        bad = (~torch.isfinite(losses[lo:hi])).nonzero()
+        if len(bad):
+            b = lo + int(bad[0])
+            raise NumericalError(
+                f"{self.label}: non-finite loss at epoch {epoch} batch {b + 1} (optimizer update <= "
+                f"{self.ctx.updates}): cross_entropy={losses[b].item()}; stopped without saving; the last good "
+                f"checkpoint (after epoch {self.state.epoch}, batch {self.state.batch}) is kept at {self.ckpt}")
+
+    def save_and_stop(self, where: str) -> None:
+        self.state.elapsed_s = self.prior_s + time.perf_counter() - self.t_start
+        checkpoint.save(self.ckpt, self.state, self.model, self.optimizer)
+        assert self.stop.received is not None
+        raise Stopped(f"{self.label}: stopped by {signal.Signals(self.stop.received).name} {where}; checkpoint "
+                      f"saved to {self.ckpt}; resume with `python -m hrm train {self.exp.name} --seed {self.seed}`",
+                      self.stop.received)
+
+    def end_epoch(self, epoch: int, losses: torch.Tensor, correct: torch.Tensor, train_s: float) -> None:
+        """Test pass, history row, checkpoint; then stop if a signal arrived during the epoch."""
+        s = self.state
+        t1 = time.perf_counter()
+        pred = predict(self.model, self.x_test, self.normalize, self.recipe.eval_batch_size, self.ctx.autocast)
+        test_acc = (pred == self.y_test).float().mean().item()
+        eval_s = time.perf_counter() - t1
+        step_losses = losses.cpu().tolist()
+        s.step_losses += step_losses
+        s.history.append({"epoch": epoch, "train_loss": float(np.mean(step_losses)),
+                          "train_acc": correct.item() / len(self.x_train), "test_acc": test_acc,
+                          "lr": self.ctx.schedule(s.step - 1), "seconds": round(train_s, 3),
+                          "eval_seconds": round(eval_s, 3)})
+        s.epoch, s.batch, s.partial_losses, s.partial_correct, s.partial_seconds = epoch, 0, [], 0.0, 0.0
+        row = s.history[-1]
+        log.info("%s epoch %d/%d: train loss %.4f acc %.4f | test acc %.4f | %.1fs", self.label, epoch,
+                 self.recipe.epochs, row["train_loss"], row["train_acc"], test_acc, train_s)
+        if self.stop.received and epoch < self.recipe.epochs:
+            self.save_and_stop(f"after epoch {epoch}")
+        s.elapsed_s = self.prior_s + time.perf_counter() - self.t_start
+        checkpoint.save(self.ckpt, s, self.model, self.optimizer)
 
 
 def _write_outputs(exp: Experiment, seed: int, state: checkpoint.RunState, model: torch.nn.Module,
