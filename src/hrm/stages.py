@@ -53,7 +53,8 @@ def build_deps(dataset: str) -> list[str]:
 
 
 def train_deps(exp: Experiment) -> list[str]:
-    return [str(paths.built_dir(exp.dataset))] + _code("train.py", "optim.py", "checkpoint.py", "models")
+    return [str(paths.built_dir(exp.dataset))] + _code("train.py", "steps.py", "optim.py", "checkpoint.py",
+                                                       "evaluate.py", "models")
 
 
 def evaluate_deps(exp: Experiment, seed: int) -> list[str]:
