@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 
 import pytest
 import torch
@@ -11,7 +10,7 @@ from conftest import REPO
 
 from hrm.config import load_params
 from hrm.data.sources import DATASETS
-from hrm.models.hrm import Carry, ImageHRM, build_puzzle
+from hrm.models.hrm import ImageHRM, build_puzzle
 from hrm.models.layers import Rotary, apply_rope
 from hrm.models.registry import ImageHRMConfig, PuzzleHRMConfig, build_model, count_params, puzzle_hrm_params
 

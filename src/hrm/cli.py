@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from hrm import paths, stages
-from hrm.config import DEFAULT_PARAMS, GROUPS, Params, load_params
+from hrm.config import DEFAULT_PARAMS, GROUPS, Params, closest, load_params
 from hrm.data.sources import DATASETS
 from hrm.errors import ConfigError, HrmError
 
@@ -22,9 +22,7 @@ log = logging.getLogger("hrm")
 
 def _dataset(name: str) -> str:
     if name not in DATASETS:
-        from hrm.config import _closest
-
-        raise ConfigError(f"dataset {name!r} is unknown{_closest(name, DATASETS)}; known: {', '.join(DATASETS)}")
+        raise ConfigError(f"dataset {name!r} is unknown{closest(name, DATASETS)}; known: {', '.join(DATASETS)}")
     return name
 
 

@@ -113,13 +113,13 @@ class Params:
     def experiment(self, name: str) -> Experiment:
         if name not in self.experiments:
             raise ConfigError(f"{self.path}: experiment {name!r} is not in 'experiments'"
-                              f"{_closest(name, self.experiments)}; defined: {', '.join(self.experiments)}")
+                              f"{closest(name, self.experiments)}; defined: {', '.join(self.experiments)}")
         return self.experiments[name]
 
 
 # --------------------------------------------------------------------------- validation
 
-def _closest(key: str, allowed: typing.Iterable[str]) -> str:
+def closest(key: str, allowed: typing.Iterable[str]) -> str:
     match = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.5)
     return f" (did you mean {match[0]!r}?)" if match else ""
 
@@ -196,7 +196,7 @@ def parse_section(cls: type, data: Any, where: str) -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     for key in data:
         if key not in names:
-            raise ConfigError(f"{where}.{key}: unknown key{_closest(str(key), names)}; "
+            raise ConfigError(f"{where}.{key}: unknown key{closest(str(key), names)}; "
                               f"allowed: {', '.join(names)}")
     values = {}
     for f in dataclasses.fields(cls):
@@ -220,7 +220,7 @@ def _model_class(name: str, body: Any) -> type:
 
     kind = body.get("kind") if isinstance(body, dict) else None
     if not isinstance(kind, str) or kind not in MODEL_CONFIGS:
-        raise ConfigError(f"models.{name}.kind: got {kind!r}{_closest(str(kind), MODEL_CONFIGS)}; "
+        raise ConfigError(f"models.{name}.kind: got {kind!r}{closest(str(kind), MODEL_CONFIGS)}; "
                           f"allowed: {', '.join(MODEL_CONFIGS)}")
     return MODEL_CONFIGS[kind]
 
@@ -233,7 +233,7 @@ def parse_params(raw: Any, path: Path) -> Params:
         raise ConfigError(f"expected a mapping with sections {', '.join(sections)}; got {_type_name(raw)}")
     for key in raw:
         if key not in sections:
-            raise ConfigError(f"{key}: unknown section{_closest(str(key), sections)}; allowed: {', '.join(sections)}")
+            raise ConfigError(f"{key}: unknown section{closest(str(key), sections)}; allowed: {', '.join(sections)}")
     for key in sections:
         if key not in raw:
             raise ConfigError(f"{key}: missing section")
@@ -247,7 +247,7 @@ def parse_params(raw: Any, path: Path) -> Params:
         for key, table in (("dataset", DATASETS), ("model", models), ("recipe", recipes)):
             value = getattr(s, key)
             if value not in table:
-                raise ConfigError(f"{where}.{key}: got {value!r}{_closest(value, table)}; "
+                raise ConfigError(f"{where}.{key}: got {value!r}{closest(value, table)}; "
                                   f"allowed: {', '.join(table)}")
         if len(set(s.seeds)) != len(s.seeds):
             raise ConfigError(f"{where}.seeds: got {list(s.seeds)}; seeds must be distinct")

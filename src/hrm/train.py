@@ -149,7 +149,8 @@ class Trainer:
                     synchronize(self.device)
                     s.batch, s.partial_losses = i + 1, losses[:i + 1].cpu().tolist()
                     s.partial_correct, s.partial_seconds = correct.item(), time.perf_counter() - t0
-                    self.save_and_stop(f"at epoch {epoch}, batch {i + 1}/{n_batches}")
+                    self.save()
+                    raise self.stopped(f"at epoch {epoch}, batch {i + 1}/{n_batches}")
         synchronize(self.device)
         return losses, correct, time.perf_counter() - t0
 
@@ -163,13 +164,15 @@ class Trainer:
                 f"{self.ctx.updates}): cross_entropy={losses[b].item()}; stopped without saving; the last good "
                 f"checkpoint (after epoch {self.state.epoch}, batch {self.state.batch}) is kept at {self.ckpt}")
 
-    def save_and_stop(self, where: str) -> None:
+    def save(self) -> None:
         self.state.elapsed_s = self.prior_s + time.perf_counter() - self.t_start
         checkpoint.save(self.ckpt, self.state, self.model, self.optimizer)
+
+    def stopped(self, where: str) -> Stopped:
         assert self.stop.received is not None
-        raise Stopped(f"{self.label}: stopped by {signal.Signals(self.stop.received).name} {where}; checkpoint "
-                      f"saved to {self.ckpt}; resume with `python -m hrm train {self.exp.name} --seed {self.seed}`",
-                      self.stop.received)
+        return Stopped(f"{self.label}: stopped by {signal.Signals(self.stop.received).name} {where}; checkpoint "
+                       f"saved to {self.ckpt}; resume with `python -m hrm train {self.exp.name} --seed {self.seed}`",
+                       self.stop.received)
 
     def end_epoch(self, epoch: int, losses: torch.Tensor, correct: torch.Tensor, train_s: float) -> None:
         """Test pass, history row, checkpoint; then stop if a signal arrived during the epoch."""
@@ -188,10 +191,9 @@ class Trainer:
         row = s.history[-1]
         log.info("%s epoch %d/%d: train loss %.4f acc %.4f | test acc %.4f | %.1fs", self.label, epoch,
                  self.recipe.epochs, row["train_loss"], row["train_acc"], test_acc, train_s)
+        self.save()
         if self.stop.received and epoch < self.recipe.epochs:
-            self.save_and_stop(f"after epoch {epoch}")
-        s.elapsed_s = self.prior_s + time.perf_counter() - self.t_start
-        checkpoint.save(self.ckpt, s, self.model, self.optimizer)
+            raise self.stopped(f"after epoch {epoch}")
 
 
 def _write_outputs(exp: Experiment, seed: int, state: checkpoint.RunState, model: torch.nn.Module,

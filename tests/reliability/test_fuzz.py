@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from hrm import paths
 from hrm.cli import main
-from hrm.data.build import build, load
+from hrm.data.build import load
 from hrm.data.formats import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, read_cifar, read_idx
 from hrm.data.sources import CIFAR_LAYOUT
 from hrm.errors import DataError

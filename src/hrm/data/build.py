@@ -26,15 +26,12 @@ ARRAYS = ("train_x", "train_y", "test_x", "test_y")
 
 
 @dataclass(frozen=True)
-class ImageData:
-    train_x: np.ndarray   # uint8 (N, C, H, W)
-    train_y: np.ndarray   # int64 (N,)
-    test_x: np.ndarray
-    test_y: np.ndarray
+class ImageData(Splits):
+    """A built data set: the splits plus what normalising them needs."""
+
     mean: np.ndarray      # float32 (C,): per channel (a global statistic is repeated)
     std: np.ndarray       # float32 (C,), STD_EPS included
     pixel_max: int
-    label_names: tuple[str, ...]
 
 
 def read_raw(spec: Dataset) -> Splits:
