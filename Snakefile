@@ -1,7 +1,8 @@
 """Snakemake front end of the HRM pipeline (scheduling; DVC does versioning and caching).
 
 The rules in workflow/rules/ take their paths from hrm.paths and their inputs from hrm.stages,
-the same module that generates dvc.yaml. Targets: all, demo, train_cifar, train_mnist.
+the same module that generates dvc.yaml. Targets: all, demo, train_cifar, train_mnist,
+train_sudoku, train_maze, train_arc.
 Run `snakemake --cores 4 train_cifar` (profiles/default limits gpu=1).
 """
 
@@ -44,3 +45,18 @@ rule train_mnist:
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
+
+
+rule train_sudoku:
+    input:
+        train_targets("sudoku-extreme-1k"),
+
+
+rule train_maze:
+    input:
+        train_targets("maze-hard-1k"),
+
+
+rule train_arc:
+    input:
+        train_targets("arc1", "arc2"),

@@ -6,6 +6,9 @@ import math
 
 import pytest
 import torch
+
+from hrm.models.hrm import build_puzzle
+from hrm.puzzles.sources import PUZZLES
 from conftest import REPO
 
 from hrm.config import load_params
@@ -25,7 +28,23 @@ def test_paper_parameter_counts(name: str, expected: int) -> None:
     assert count_params(exp.model, DATASETS[exp.dataset]) == expected
 
 
-@pytest.mark.parametrize("name", sorted(PARAMS.experiments))
+PUZZLE_EXPERIMENTS = sorted(n for n, e in PARAMS.experiments.items() if e.dataset in PUZZLES)
+
+
+@pytest.mark.parametrize("name", PUZZLE_EXPERIMENTS)
+def test_puzzle_formula_agrees_with_built_model(name: str) -> None:
+    exp = PARAMS.experiment(name)
+    spec = PUZZLES[exp.dataset]
+    model = build_puzzle(exp.model, spec.classes, spec.seq_len, num_puzzle_ids=3)
+    assert count_params(exp.model, spec) == sum(p.numel() for p in model.parameters())
+    if exp.model.hidden <= 64:                       # a forward pass only for the demo sizes
+        model.init_weights(torch.Generator().manual_seed(0))
+        out = model.segment(model.initial_carry(2, spec.seq_len), torch.ones(2, spec.seq_len, dtype=torch.long),
+                            torch.tensor([1, 2]))
+        assert out.logits.shape == (2, spec.seq_len, spec.classes)
+
+
+@pytest.mark.parametrize("name", sorted(set(PARAMS.experiments) - set(PUZZLE_EXPERIMENTS)))
 def test_formula_agrees_with_built_model(name: str) -> None:
     exp = PARAMS.experiment(name)
     spec = DATASETS[exp.dataset]

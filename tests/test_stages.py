@@ -78,7 +78,7 @@ def test_snakemake_and_dvc_agree_on_every_job(monkeypatch: pytest.MonkeyPatch) -
         cmd = strip_redirect(str(job["shell"]))
         assert cmd in table, f"Snakemake runs {cmd!r}, which is not a DVC stage"
         stage = table.pop(cmd)
-        assert job["rule"] == stage.verb
+        assert job["rule"].removesuffix("_puzzle") == stage.verb   # puzzle evaluations have their own rule
         assert job["output"] == set(stage.outs + stage.outs_no_cache), stage.name
         assert job["input"] == set(stage.deps), stage.name
         assert job["log"] == {stage.log}, stage.name

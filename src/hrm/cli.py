@@ -16,13 +16,17 @@ from hrm import paths, stages
 from hrm.config import DEFAULT_PARAMS, GROUPS, Params, closest, load_params
 from hrm.data.sources import DATASETS
 from hrm.errors import ConfigError, HrmError
+from hrm.puzzles.sources import PUZZLES
 
 log = logging.getLogger("hrm")
 
 
+ALL_DATASETS = [*DATASETS, *PUZZLES]
+
+
 def _dataset(name: str) -> str:
-    if name not in DATASETS:
-        raise ConfigError(f"dataset {name!r} is unknown{closest(name, DATASETS)}; known: {', '.join(DATASETS)}")
+    if name not in ALL_DATASETS:
+        raise ConfigError(f"dataset {name!r} is unknown{closest(name, ALL_DATASETS)}; known: {', '.join(ALL_DATASETS)}")
     return name
 
 
@@ -37,31 +41,39 @@ def _seed(params: Params, name: str, seed: int) -> int:
 
 
 def cmd_download(params: Params, args: argparse.Namespace) -> int:
-    from hrm.data.download import download
-
-    download(_dataset(args.dataset), args.source)
+    if _dataset(args.dataset) in PUZZLES:
+        from hrm.puzzles.download import download
+    else:
+        from hrm.data.download import download
+    download(args.dataset, args.source)
     return 0
 
 
 def cmd_build(params: Params, args: argparse.Namespace) -> int:
-    from hrm.data.build import build
-
-    build(_dataset(args.dataset))
+    if _dataset(args.dataset) in PUZZLES:
+        from hrm.puzzles.build import build
+    else:
+        from hrm.data.build import build
+    build(args.dataset)
     return 0
 
 
 def cmd_train(params: Params, args: argparse.Namespace) -> int:
     seed = _seed(params, args.experiment, args.seed)
-    from hrm.train import train
-
+    if params.experiment(args.experiment).dataset in PUZZLES:
+        from hrm.puzzles.train import train
+    else:
+        from hrm.train import train
     train(params, args.experiment, seed)
     return 0
 
 
 def cmd_evaluate(params: Params, args: argparse.Namespace) -> int:
     seed = _seed(params, args.experiment, args.seed)
-    from hrm.evaluate import evaluate
-
+    if params.experiment(args.experiment).dataset in PUZZLES:
+        from hrm.puzzles.evaluate import evaluate
+    else:
+        from hrm.evaluate import evaluate
     evaluate(params, args.experiment, seed)
     return 0
 
@@ -83,15 +95,21 @@ def describe(params: Params, name: str) -> dict[str, object]:
     from hrm.models.registry import count_params
 
     exp = params.experiment(name)
-    spec = DATASETS[exp.dataset]
     runs = {}
     for seed in exp.seeds:
         cached, audited = stages.train_outputs(exp, seed)
         runs[str(seed)] = {"model": cached[0], "train": audited, "evaluate": stages.evaluate_outputs(exp, seed)}
-    return {"experiment": name, "config": exp.as_dict(), "params_hash": exp.params_hash(),
-            "dataset": {"name": spec.name, "image_shape": list(spec.image_shape), "classes": spec.classes,
-                        "train_size": spec.train_size, "test_size": spec.test_size, "norm": spec.norm,
-                        "raw": str(paths.raw_dir(spec.name)), "built": str(paths.built_dir(spec.name))},
+    common = {"raw": str(paths.raw_dir(exp.dataset)), "built": str(paths.built_dir(exp.dataset))}
+    if exp.dataset in PUZZLES:
+        p = PUZZLES[exp.dataset]
+        data = {"name": p.name, "kind": p.kind, "vocab": p.classes, "seq_len": p.seq_len, "source": repr(p.source),
+                "subsample": p.subsample, "augmentations": p.augmentations, "seed": p.seed, **common}
+        spec = p
+    else:
+        spec = DATASETS[exp.dataset]
+        data = {"name": spec.name, "image_shape": list(spec.image_shape), "classes": spec.classes,
+                "train_size": spec.train_size, "test_size": spec.test_size, "norm": spec.norm, **common}
+    return {"experiment": name, "config": exp.as_dict(), "params_hash": exp.params_hash(), "dataset": data,
             "outputs": runs, "params": count_params(exp.model, spec)}
 
 
@@ -128,11 +146,11 @@ def parser() -> argparse.ArgumentParser:
         return sp
 
     sp = add("download", cmd_download, "fetch and md5-verify a data set's raw files")
-    sp.add_argument("dataset", help=f"one of: {', '.join(DATASETS)}")
+    sp.add_argument("dataset", help=f"one of: {', '.join(ALL_DATASETS)}")
     sp.add_argument("--from", dest="source", type=Path, default=None,
                     help="folder with verified copies (also $HRM_DATA_DIR); no network needed")
     sp = add("build", cmd_build, "turn raw files into arrays and normalisation statistics")
-    sp.add_argument("dataset", help=f"one of: {', '.join(DATASETS)}")
+    sp.add_argument("dataset", help=f"one of: {', '.join(ALL_DATASETS)}")
     for name, fn, text in (("train", cmd_train, "train one run (resumes from its checkpoint)"),
                            ("evaluate", cmd_evaluate, "evaluate a trained run and draw its figures")):
         sp = add(name, fn, text)

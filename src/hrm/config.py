@@ -64,6 +64,28 @@ class Recipe:
 
 
 @dataclass(frozen=True)
+class PuzzleRecipe:
+    """Reasoning-study training recipe (REFERENCE II.3); selected by `kind: puzzle`."""
+
+    kind: Literal["puzzle"] = spec("recipe family")
+    epochs: int = spec("passes over the groups (one sampled version of each per pass)", ge=1)
+    batch_size: int = spec("examples per optimizer step (global batch)", ge=1)
+    eval_batch_size: int = spec("test examples per forward pass", ge=1)
+    eval_interval: int = spec("evaluate and checkpoint every N epochs", ge=1)
+    lr: float = spec("peak learning rate (Adam-atan2)", gt=0)
+    puzzle_emb_lr: float = spec("sign-SGD learning rate of the puzzle-id embedding", ge=0)
+    weight_decay: float = spec("decoupled decay of all parameters", ge=0)
+    puzzle_emb_weight_decay: float = spec("decoupled decay of the touched puzzle-embedding rows", ge=0)
+    betas: tuple[float, float] = spec("Adam (beta1, beta2)", ge=0, lt=1)
+    warmup_steps: int = spec("linear warmup from 0, then constant", ge=0)
+    scheme: Literal["carry", "minibatch"] = spec(
+        "carry: the author code's carry across batches; minibatch: the paper's segment loop per batch (II.3)")
+    eval_halt_steps: tuple[int, ...] = spec("inference-time scaling: also score after these segment counts", ge=1)
+    max_steps: int = spec("stop after this many optimizer steps (0 = the full schedule); a run so cut "
+                          "is reported as cut short", ge=0)
+
+
+@dataclass(frozen=True)
 class ExperimentSpec:
     """One named experiment: data set x model x recipe x seeds."""
 
@@ -85,7 +107,7 @@ class Experiment:
     model_name: str
     model: Any  # the model config dataclass chosen by its kind
     recipe_name: str
-    recipe: Recipe
+    recipe: Any  # Recipe or PuzzleRecipe
     seeds: tuple[int, ...]
     mode: str
 
@@ -106,7 +128,7 @@ class Experiment:
 class Params:
     runtime: Runtime
     models: dict[str, Any]
-    recipes: dict[str, Recipe]
+    recipes: dict[str, Any]
     experiments: dict[str, Experiment]
     path: Path
 
@@ -225,8 +247,18 @@ def _model_class(name: str, body: Any) -> type:
     return MODEL_CONFIGS[kind]
 
 
+def _recipe_class(name: str, body: Any) -> type:
+    kind = body.get("kind") if isinstance(body, dict) else None
+    if kind is None:
+        return Recipe
+    if kind != "puzzle":
+        raise ConfigError(f"recipes.{name}.kind: got {kind!r}; allowed: 'puzzle' (or no kind: an image recipe)")
+    return PuzzleRecipe
+
+
 def parse_params(raw: Any, path: Path) -> Params:
     from hrm.data.sources import DATASETS
+    from hrm.puzzles.sources import PUZZLES
 
     sections = ("runtime", "models", "recipes", "experiments")
     if not isinstance(raw, dict):
@@ -239,16 +271,20 @@ def parse_params(raw: Any, path: Path) -> Params:
             raise ConfigError(f"{key}: missing section")
     runtime = parse_section(Runtime, raw["runtime"], "runtime")
     models = _named_sections(_model_class, raw["models"], "models")
-    recipes = _named_sections(lambda n, b: Recipe, raw["recipes"], "recipes")
+    recipes = _named_sections(_recipe_class, raw["recipes"], "recipes")
     specs = _named_sections(lambda n, b: ExperimentSpec, raw["experiments"], "experiments")
     experiments = {}
     for name, s in specs.items():
         where = f"experiments.{name}"
-        for key, table in (("dataset", DATASETS), ("model", models), ("recipe", recipes)):
+        for key, table in (("dataset", {**DATASETS, **PUZZLES}), ("model", models), ("recipe", recipes)):
             value = getattr(s, key)
             if value not in table:
                 raise ConfigError(f"{where}.{key}: got {value!r}{closest(value, table)}; "
                                   f"allowed: {', '.join(table)}")
+        puzzle = s.dataset in PUZZLES
+        if puzzle != models[s.model].kind.endswith("-puzzle") or puzzle != isinstance(recipes[s.recipe], PuzzleRecipe):
+            raise ConfigError(f"{where}: dataset {s.dataset!r}, model {s.model!r} and recipe {s.recipe!r} must all "
+                              f"be of one study (puzzle data needs a *-puzzle model and a `kind: puzzle` recipe)")
         if len(set(s.seeds)) != len(s.seeds):
             raise ConfigError(f"{where}.seeds: got {list(s.seeds)}; seeds must be distinct")
         experiments[name] = Experiment(name, s.group, s.dataset, s.model, models[s.model],

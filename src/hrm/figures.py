@@ -85,3 +85,16 @@ def error_grid(images: np.ndarray, true: list[int], pred: list[int], names: list
         ax.set_title(f"{names[t][:8]}/{names[p][:8]}", fontsize=6)
     fig.suptitle(f"{title} (true/pred)" if len(images) else f"{title}: no errors", fontsize=9)
     _save(fig, path)
+
+
+def scaling_curve(segments: list[int], scores: list[float], metric: str, trained_max: int, title: str,
+                  path: Path) -> None:
+    """Inference-time scaling: test score against the number of segments run at evaluation."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(segments, [100 * s for s in scores], marker="o")
+    ax.axvline(trained_max, color="grey", ls="--", lw=1, label=f"trained M_max = {trained_max}")
+    ax.set(xlabel="segments at evaluation (M_max)", ylabel=f"test {metric} (%)", title=title)
+    ax.set_xscale("log", base=2)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save(fig, path)

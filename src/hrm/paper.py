@@ -1,11 +1,12 @@
-"""The image study's published numbers (REFERENCE I.1): the "paper" column of every table.
+"""The published numbers (REFERENCE I.1 and II.1): the "paper" column of every table.
 
 Kept apart from anything a run writes: a paper number never fills a "reproduced" cell.
 """
 
 from __future__ import annotations
 
-SOURCE = "Mantzaris, arXiv 2510.03598 (REFERENCE I.1)"
+SOURCE = ("image study: Mantzaris, arXiv 2510.03598 (REFERENCE I.1); reasoning study: Wang et al., "
+          "arXiv 2506.21734 (REFERENCE II.1; test accuracy = exact accuracy, ARC = pass@2 with voting)")
 
 # Accuracies in percent, times in seconds, one run each in the paper.
 PAPER: dict[str, dict[str, float]] = {
@@ -20,3 +21,10 @@ PAPER: dict[str, dict[str, float]] = {
     "cifar100-cnn": {"params": 273_344, "epochs": 25, "train_acc": 50.45, "test_acc": 45.28,
                      "best_test_acc": 45.85, "best_epoch": 23, "seconds_per_epoch": 12, "total_seconds": 304},
 }
+
+# Reasoning study: 27M-parameter models (the direct baseline is the same size); one number each.
+_HRM_PARAMS = {"sudoku-extreme-1k": 27_275_266, "maze-hard-1k": 27_270_146, "arc1": 27_276_290, "arc2": 27_276_290}
+_REASONING = {"sudoku-extreme-1k": (55.0, 0.0), "maze-hard-1k": (74.5, 0.0), "arc1": (40.3, 21.0), "arc2": (5.0, 0.0)}
+for _ds, (_hrm, _direct) in _REASONING.items():
+    PAPER[f"{_ds}-hrm"] = {"params": _HRM_PARAMS[_ds], "test_acc": _hrm}
+    PAPER[f"{_ds}-transformer"] = {"params": _HRM_PARAMS[_ds], "test_acc": _direct}

@@ -24,6 +24,7 @@ METRICS = RUN_DIR + "/metrics.json"
 HISTORY = RUN_DIR + "/history.csv"
 STEPS = RUN_DIR + "/steps.csv"
 EVAL = RUN_DIR + "/eval.json"
+PREDICTIONS = RUN_DIR + "/predictions.json"     # puzzle runs: ARC Kaggle submission, or failed examples
 FIGURE = RUN_DIR + "/{figure}.png"
 TABLE = "{root}/tables/{table}.{ext}"
 
@@ -35,6 +36,7 @@ GROUP_LOG = "{root}/{verb}.log"
 TABLES = ("summary",)
 TABLE_EXTS = ("md", "csv")
 FIGURES = ("loss", "accuracy", "confusion", "errors")
+PUZZLE_FIGURES = ("loss", "accuracy", "scaling")
 
 
 def raw_dir(dataset: str) -> Path:
@@ -83,6 +85,10 @@ def eval_file(group: str, experiment: str, seed: int) -> Path:
 
 def table_files(group: str) -> list[Path]:
     return [Path(TABLE.format(root=group_root(group), table=t, ext=e)) for t in TABLES for e in TABLE_EXTS]
+
+
+def predictions_file(group: str, experiment: str, seed: int) -> Path:
+    return _result(PREDICTIONS, group, experiment, seed)
 
 
 def figure_file(group: str, experiment: str, seed: int, figure: str) -> Path:

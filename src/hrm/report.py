@@ -95,7 +95,7 @@ def _cell(value: Any) -> str:
 
 
 def markdown(frame: pl.DataFrame, group: str) -> str:
-    lines = [f"# Image study: paper vs reproduced ({group})", "",
+    lines = [f"# HRM studies: paper vs reproduced ({group})", "",
              f"Paper column: {SOURCE}. Reproduced column: this pipeline's runs, each with its provenance. "
              "A dash means no number (not in the paper, or not run). Mode `faithful` reproduces the "
              "author code's quirks (REFERENCE I.5), `corrected` fixes them.", "",

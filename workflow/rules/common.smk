@@ -1,10 +1,22 @@
 # Shared helpers: the params, the stage table and the functions that read them.
 
+import re
+
 from hrm import paths, stages
 from hrm.config import load_params
 
 PARAMS = load_params()
 TABLE = stages.stage_table(PARAMS)
+
+
+def _names(puzzle):
+    """A regex matching exactly the image (or puzzle) experiments: their evaluations differ."""
+    names = [e.name for e in PARAMS.experiments.values() if stages.is_puzzle(e) == puzzle]
+    return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
+IMAGE_EXPERIMENTS = _names(False)
+PUZZLE_EXPERIMENTS = _names(True)
 
 
 def train_targets(*datasets):

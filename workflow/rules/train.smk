@@ -23,11 +23,34 @@ rule train:
 
 
 rule evaluate:
+    wildcard_constraints:
+        experiment=IMAGE_EXPERIMENTS,
     input:
         lambda wc: stages.evaluate_deps(experiment(wc), int(wc.seed)),
     output:
         result=paths.EVAL,
         figures=expand(paths.FIGURE, figure=paths.FIGURES, allow_missing=True),
+    log:
+        paths.RUN_LOG.format(verb="evaluate", root="{root}", experiment="{experiment}", seed="{seed}"),
+    params:
+        config=lambda wc: experiment(wc).params_hash(),
+    resources:
+        gpu=1,
+    conda:
+        "../envs/hrm.yaml"
+    shell:
+        "python -m hrm evaluate {wildcards.experiment} --seed {wildcards.seed} > {log} 2>&1"
+
+
+rule evaluate_puzzle:
+    wildcard_constraints:
+        experiment=PUZZLE_EXPERIMENTS,
+    input:
+        lambda wc: stages.evaluate_deps(experiment(wc), int(wc.seed)),
+    output:
+        result=paths.EVAL,
+        predictions=paths.PREDICTIONS,
+        figures=expand(paths.FIGURE, figure=paths.PUZZLE_FIGURES, allow_missing=True),
     log:
         paths.RUN_LOG.format(verb="evaluate", root="{root}", experiment="{experiment}", seed="{seed}"),
     params:

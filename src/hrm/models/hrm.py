@@ -16,7 +16,7 @@ from torch import nn
 from hrm.data.sources import Dataset
 from hrm.models.init import trunc_normal_
 from hrm.models.layers import Rotary, Stack, init_linears
-from hrm.models.registry import HRMCore, ImageHRMConfig, PuzzleHRMConfig
+from hrm.models.registry import HRMCore, ImageHRMConfig, PuzzleHRMConfig, PuzzleTransformerConfig
 
 
 @dataclass
@@ -60,6 +60,20 @@ class Reasoner(nn.Module):
         z_l = self.f_l(z_l, z_h + x, self.rotary)
         z_h = self.f_h(z_h, z_l, self.rotary)
         return Carry(z_h, z_l)
+
+
+class Direct(nn.Module):
+    """The baseline's "reasoner": all low_layers + high_layers blocks once on the input, no carry used."""
+
+    def __init__(self, c: HRMCore, seq_len: int) -> None:
+        super().__init__()
+        self.stack = Stack(c.low_layers + c.high_layers, dim=c.hidden, heads=c.heads, inner=c.mlp_inner, mlp=c.mlp,
+                           rope=c.rope, eps=c.norm_eps, gain=c.norm_gain)
+        self.rotary = Rotary(c.hidden // c.heads, seq_len, c.rope_base)
+
+    def forward(self, carry: Carry, x: torch.Tensor) -> Carry:
+        z = self.stack(torch.zeros_like(x), x, self.rotary)
+        return Carry(z, z)
 
 
 class ImageHRM(nn.Module):
@@ -135,13 +149,15 @@ class PuzzleEmbedding(nn.Module):
 class PuzzleHRM(nn.Module):
     """Token embedding with a puzzle-id prefix token, scaled by sqrt(D); LM head and Q head on z_H."""
 
-    def __init__(self, c: PuzzleHRMConfig, vocab: int, seq_len: int, num_puzzle_ids: int) -> None:
+    def __init__(self, c: PuzzleHRMConfig | PuzzleTransformerConfig, vocab: int, seq_len: int,
+                 num_puzzle_ids: int) -> None:
         super().__init__()
         self.c = c
         self.embed_scale = math.sqrt(c.hidden)
         self.tokens = nn.Embedding(vocab, c.hidden)
         self.puzzle = PuzzleEmbedding(num_puzzle_ids, c.hidden)
-        self.reasoner = Reasoner(c, seq_len + 1)
+        direct = isinstance(c, PuzzleTransformerConfig)
+        self.reasoner = Direct(c, seq_len + 1) if direct else Reasoner(c, seq_len + 1)
         self.lm_head = nn.Linear(c.hidden, vocab, bias=False)
         self.q_head = nn.Linear(c.hidden, 2, bias=True)
         self.register_buffer("z0_h", torch.zeros(c.hidden))
@@ -176,6 +192,7 @@ def build(c: ImageHRMConfig | PuzzleHRMConfig, data: Dataset) -> nn.Module:
     raise ValueError("puzzle HRMs are built with build_puzzle(cfg, vocab, seq_len, num_puzzle_ids)")
 
 
-def build_puzzle(c: PuzzleHRMConfig, vocab: int, seq_len: int, num_puzzle_ids: int) -> PuzzleHRM:
+def build_puzzle(c: PuzzleHRMConfig | PuzzleTransformerConfig, vocab: int, seq_len: int,
+                 num_puzzle_ids: int) -> PuzzleHRM:
     return PuzzleHRM(c, vocab, seq_len, num_puzzle_ids)
 

@@ -76,6 +76,20 @@ class PuzzleHRMConfig(HRMCore):
     halt_exploration: float = spec("probability of drawing a minimum of 2..M_max segments", ge=0, le=1)
 
 
+@dataclass(frozen=True)
+class PuzzleTransformerConfig(HRMCore):
+    """The direct-prediction baseline (REFERENCE II.1): the same blocks run once, no recursion.
+
+    It keeps HRMCore's fields so that one params entry differs from the HRM's only in `kind`;
+    low_layers + high_layers blocks run in one stack (8 for the 27M preset, the same parameter
+    count), high_cycles and low_steps are ignored, and ACT is fixed to one segment.
+    """
+
+    kind: Literal["transformer-puzzle"] = spec("model family")
+    halt_max_steps: int = spec("must be 1: one forward pass", ge=1, le=1)
+    halt_exploration: float = spec("must be 0", ge=0, le=0)
+
+
 def _block_params(c: HRMCore) -> int:
     d, i = c.hidden, c.mlp_inner
     return 3 * d * d + d * d + 2 * d * i + i * d + (2 * d if c.norm_gain else 0)
@@ -87,7 +101,7 @@ def _image_hrm_params(c: ImageHRMConfig, data: Dataset) -> int:
     return patch_in * c.hidden + c.hidden + (c.low_layers + c.high_layers) * _block_params(c) + c.hidden * data.classes
 
 
-def puzzle_hrm_params(c: PuzzleHRMConfig, vocab: int) -> int:
+def puzzle_hrm_params(c: PuzzleHRMConfig | PuzzleTransformerConfig, vocab: int) -> int:
     """Token embedding + blocks + LM head + Q head (with bias); the puzzle-id table is not counted."""
     return 2 * vocab * c.hidden + (c.low_layers + c.high_layers) * _block_params(c) + 2 * c.hidden + 2
 
@@ -104,6 +118,8 @@ MODELS: dict[str, ModelEntry] = {
     "hrm-image": ModelEntry(ImageHRMConfig, "hrm.models.hrm", _image_hrm_params),
     "hrm-puzzle": ModelEntry(PuzzleHRMConfig, "hrm.models.hrm",
                              lambda c, data: puzzle_hrm_params(c, data.classes)),
+    "transformer-puzzle": ModelEntry(PuzzleTransformerConfig, "hrm.models.hrm",
+                                     lambda c, data: puzzle_hrm_params(c, data.classes)),
 }
 MODEL_CONFIGS = {kind: entry.config for kind, entry in MODELS.items()}
 

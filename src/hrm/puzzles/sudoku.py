@@ -139,3 +139,22 @@ def invert(grid: np.ndarray, s: Shuffle) -> np.ndarray:
     out = np.empty_like(g)
     out[np.ix_(s.rows, s.cols)] = g
     return (out.T if s.transpose else out).ravel()
+
+
+def shuffle_batch(count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """`count` random shuffles as (cell sources (count, 81), digit maps (count, 10)), vectorised.
+
+    A shuffled grid is digits[k][grid[cells[k]]]; the same pair shuffles a puzzle and its solution.
+    Same distribution as `random_shuffle`: transpose with p = 0.5, bands and rows in band, stacks
+    and columns in stack, digits 1-9 relabelled.
+    """
+    def lines() -> np.ndarray:
+        bands = rng.random((count, 3)).argsort(axis=1)
+        inner = rng.random((count, 3, 3)).argsort(axis=2)
+        return (3 * bands[:, :, None] + inner).reshape(count, 9)
+    rows, cols = lines(), lines()
+    cells = rows[:, :, None] * 9 + cols[:, None, :]                  # (count, 9, 9) source cell
+    transpose = rng.random(count) < 0.5
+    cells = np.where(transpose[:, None, None], (cells % 9) * 9 + cells // 9, cells)
+    digits = np.concatenate([np.zeros((count, 1), np.int64), rng.random((count, 9)).argsort(axis=1) + 1], axis=1)
+    return cells.reshape(count, 81), digits

