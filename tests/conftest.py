@@ -16,6 +16,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_DIR = Path(os.environ.get("HRM_TEST_MNIST", REPO.parent / "shared" / "data" / "mnist"))
+SHARED_DATA = Path(os.environ.get("HRM_TEST_DATA", REPO.parent / "shared" / "data"))
 
 TINY_MODEL = {"kind": "cnn", "widths": [8, 16], "convs_per_stage": 1, "bn_momentum": 0.1, "bn_eps": 1e-5}
 TINY_RECIPE = {"epochs": 2, "batch_size": 256, "eval_batch_size": 200, "lr": 3e-3, "weight_decay": 5e-4,
@@ -63,3 +64,13 @@ def mnist_dir() -> Path:
             pytest.fail(f"CI: the MNIST copy must exist at {MNIST_DIR} (set HRM_TEST_MNIST)")
         pytest.skip(f"no MNIST copy at {MNIST_DIR} (set HRM_TEST_MNIST to run these tests)")
     return MNIST_DIR
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """../shared/data (ARC-AGI-1, ConceptARC, Maze-Hard); a failure in CI, a skip elsewhere."""
+    if not (SHARED_DATA / "arc-agi-1" / "data" / "evaluation").is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI: the shared data must exist at {SHARED_DATA} (set HRM_TEST_DATA)")
+        pytest.skip(f"no shared data at {SHARED_DATA} (set HRM_TEST_DATA to run these tests)")
+    return SHARED_DATA

