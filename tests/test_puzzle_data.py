@@ -154,3 +154,12 @@ def test_votes_rank_by_count_then_confidence_and_score_both_ways() -> None:
     scores = arc_scores(v, truth)
     assert scores["pass@1"] == 0.0 and scores["partial_pass@1"] == 0.5
     assert scores["pass@2"] == 1.0 and scores["partial_pass@2"] == 1.0
+
+
+def test_stablemax_gradient_is_finite_where_its_branches_meet() -> None:
+    import torch
+
+    from hrm.losses import stablemax_cross_entropy
+    logits = torch.tensor([[[1.0, 0.0, -1.0]]], requires_grad=True)     # x = 1: 1/(1-x) would be 1/0
+    stablemax_cross_entropy(logits, torch.tensor([[0]])).sum().backward()
+    assert torch.isfinite(logits.grad).all()

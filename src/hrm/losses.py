@@ -12,7 +12,9 @@ IGNORE_LABEL = -100
 
 def stablemax(x: torch.Tensor) -> torch.Tensor:
     """s(x) = x + 1 for x >= 0, 1 / (1 - x) otherwise: positive and growing only linearly."""
-    return torch.where(x >= 0, x + 1, 1 / (1 - x))
+    # The negative branch sees min(x, 0): at x = 1 it would be 1/0, and torch.where's backward
+    # multiplies that branch's infinite gradient by 0, which is NaN.
+    return torch.where(x >= 0, x + 1, 1 / (1 - x.clamp(max=0)))
 
 
 def stablemax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor,

