@@ -79,3 +79,23 @@ def test_minibatch_scheme_loops_segments_per_batch(sudoku_project: Path) -> None
     batches = len(_losses("sudoku-minibatch"))
     assert batches == 10                                          # one loss row per batch
     assert batches < metrics["optimizer_steps"] <= 3 * batches    # several segment updates per batch
+
+
+def test_nan_loss_stops_naming_the_batch_and_saves_nothing(sudoku_project: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from hrm.puzzles import train as ptrain
+
+    calls = {"n": 0}
+    real = ptrain.act_loss
+
+    def poisoned(*args: object):
+        calls["n"] += 1
+        losses = real(*args)
+        if calls["n"] == 3:
+            losses.total = losses.total * float("nan")
+        return losses
+    monkeypatch.setattr(ptrain, "act_loss", poisoned)
+    assert cli.main(["train", "sudoku-carry", "--seed", "0"]) == 3
+    assert "non-finite loss at batch 3" in capsys.readouterr().err
+    assert not paths.metrics_file("demo", "sudoku-carry", 0).exists()
+    assert not paths.checkpoint_file("demo", "sudoku-carry", 0).exists()

@@ -58,19 +58,25 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, classes: int) -> np.ndarra
     return np.bincount(y_true * classes + y_pred, minlength=classes * classes).reshape(classes, classes)
 
 
-def load_model(params: Params, name: str, seed: int, device: torch.device) -> torch.nn.Module:
-    exp = params.experiment(name)
-    path = paths.model_file(exp.group, name, seed)
+def load_weights(params: Params, name: str, seed: int, build: Callable[[], torch.nn.Module],
+                 device: torch.device) -> torch.nn.Module:
+    """The run's model.pt into a model from `build`; a missing or damaged file is a DataError."""
+    path = paths.model_file(params.experiment(name).group, name, seed)
     if not path.is_file():
         raise DataError(f"{path}: no trained model; run `hrm train {name} --seed {seed}` first")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-        model = build_model(exp.model, DATASETS[exp.dataset])
+        model = build()
         model.load_state_dict(payload["state_dict"])
     except Exception as exc:  # torch.load raises many types on damaged files
         raise DataError(f"{path}: not a model file for {name} with the current params "
                         f"({type(exc).__name__}: {str(exc)[:200]})") from None
     return model.to(device)
+
+
+def load_model(params: Params, name: str, seed: int, device: torch.device) -> torch.nn.Module:
+    exp = params.experiment(name)
+    return load_weights(params, name, seed, lambda: build_model(exp.model, DATASETS[exp.dataset]), device)
 
 
 def evaluate(params: Params, name: str, seed: int) -> Path:

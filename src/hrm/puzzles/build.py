@@ -23,7 +23,7 @@ from hrm.errors import DataError
 from hrm.puzzles import arc, maze, sudoku
 from hrm.puzzles.build_arc import build_arc, counts_dict
 from hrm.puzzles.layout import BUILD_INFO, IDENTIFIERS, Metadata, write_split
-from hrm.puzzles.sources import PUZZLES, ArckitSubset, ArcSource, CsvSource, Generated, PuzzleSet
+from hrm.puzzles.sources import PUZZLES, ArckitSubset, Generated, PuzzleSet
 
 log = logging.getLogger("hrm")
 MAZE_VOCAB = len(maze.CHARSET) + 1

@@ -17,11 +17,10 @@ import torch
 from hrm import figures, paths, provenance
 from hrm.atomic import write_json
 from hrm.config import Params
-from hrm.errors import DataError
-from hrm.evaluate import _read_csv
+from hrm.evaluate import _read_csv, load_weights
 from hrm.gpu import autocast, resolve_device
 from hrm.puzzles import data as pdata
-from hrm.puzzles.score import Votes, score_test, submission
+from hrm.puzzles.score import Votes, predict_segments, score_test, submission
 from hrm.puzzles.train import build
 
 log = logging.getLogger("hrm")
@@ -30,17 +29,7 @@ FAILED_KEPT = 32
 
 def load_model(params: Params, name: str, seed: int, data: pdata.PuzzleData, device: torch.device) -> torch.nn.Module:
     exp = params.experiment(name)
-    path = paths.model_file(exp.group, name, seed)
-    if not path.is_file():
-        raise DataError(f"{path}: no trained model; run `hrm train {name} --seed {seed}` first")
-    model = build(exp, data, seed, torch.device("cpu"))
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(payload["state_dict"])
-    except Exception as exc:  # torch.load raises many types on damaged files
-        raise DataError(f"{path}: not a model file for {name} with the current params "
-                        f"({type(exc).__name__}: {str(exc)[:200]})") from None
-    return model.to(device)
+    return load_weights(params, name, seed, lambda: build(exp, data, seed, torch.device("cpu")), device)
 
 
 def evaluate(params: Params, name: str, seed: int) -> Path:
@@ -81,13 +70,9 @@ def failed_examples(model: torch.nn.Module, data: pdata.PuzzleData, exp, device:
     puzzle_of = pdata.example_puzzles(split)
     for start in range(0, len(split.inputs), exp.recipe.eval_batch_size):
         idx = np.arange(start, min(len(split.inputs), start + exp.recipe.eval_batch_size))
-        x, y, pid = pdata.tensors(split, idx, puzzle_of, device)
-        carry = model.initial_carry(*x.shape)
-        with autocast(device, params.runtime.precision):
-            for _ in range(exp.model.halt_max_steps):
-                out = model.segment(carry, x, pid)
-                carry = out.carry
-        pred = out.logits.argmax(-1).cpu().numpy()
+        _, pred, _, _ = next(iter(predict_segments(model, split, idx, puzzle_of, device,
+                                           autocast(device, params.runtime.precision), {exp.model.halt_max_steps})))
+        pred = pred.cpu().numpy()
         wrong = np.flatnonzero((pred != np.asarray(split.labels[idx])).any(axis=1))
         failed += [{"index": int(idx[j]), "input": np.asarray(split.inputs[idx[j]]).tolist(),
                     "label": np.asarray(split.labels[idx[j]]).tolist(), "prediction": pred[j].tolist()}

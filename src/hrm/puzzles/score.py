@@ -71,7 +71,7 @@ def submission(votes: Votes, names: list[str], answers: list[list[np.ndarray]]) 
 
 
 @torch.no_grad()
-def _predict(model: torch.nn.Module, split, idx: np.ndarray, puzzle_of: np.ndarray, device: torch.device,
+def predict_segments(model: torch.nn.Module, split, idx: np.ndarray, puzzle_of: np.ndarray, device: torch.device,
              autocast: torch.autocast, wanted: set[int]) -> Iterable[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
     x, y, pid = pdata.tensors(split, idx, puzzle_of, device)
     carry = model.initial_carry(*x.shape)
@@ -100,7 +100,7 @@ def score_test(model: torch.nn.Module, data: pdata.PuzzleData, batch: int, devic
     n = len(split.inputs)
     for start in range(0, n, batch):
         idx = np.arange(start, min(n, start + batch))
-        for m, pred, conf, y in _predict(model, split, idx, puzzle_of, device, autocast, wanted):
+        for m, pred, conf, y in predict_segments(model, split, idx, puzzle_of, device, autocast, wanted):
             valid = y != IGNORE_LABEL
             right = (pred == y) & valid
             exact[m] += int((right.sum(-1) == valid.sum(-1)).sum())

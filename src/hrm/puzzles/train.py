@@ -83,6 +83,10 @@ class PuzzleTrainer:
         self.stream = pdata.Stream(data.train, seed, r.batch_size, self.state.epoch, self.state.batch)
         self.gen = torch.Generator().manual_seed(seed * 7919 + self.state.step)
         self.act = None
+        self.pending: list[torch.Tensor] = []           # per-batch loss rows not yet brought to the host
+        self.last_acc = float("nan")
+        # Bringing losses to the host is a sync: every batch on the CPU (free), every log interval on a GPU.
+        self.check_every = 1 if self.device.type == "cpu" else self.runtime.log_every_steps
         self.autocast = autocast(self.device, self.runtime.precision)
         self.stop = StopSignals()
         self.prior_s, self.t_start = self.state.elapsed_s, time.perf_counter()
@@ -93,7 +97,7 @@ class PuzzleTrainer:
 
     @property
     def batches_done(self) -> int:
-        return len(self.state.step_losses)             # one row per batch, in the checkpoint too
+        return len(self.state.step_losses) + len(self.pending)   # one loss row per batch
 
     def finished(self) -> bool:
         """The schedule (in batches) is done, or the recipe's budget of optimizer steps is spent."""
@@ -114,22 +118,35 @@ class PuzzleTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         s.step += 1
 
-    def segment(self, x: torch.Tensor, y: torch.Tensor, pid: torch.Tensor) -> tuple[float, float]:
-        """One ACT segment and one update; (loss per example, exact accuracy of the rows that halted)."""
+    def segment(self, x: torch.Tensor, y: torch.Tensor, pid: torch.Tensor) -> torch.Tensor:
+        """One ACT segment and one update. Returns, still on the device (no host sync here):
+        [loss per example, lm, bce_halt, bce_continue, exact accuracy of the rows that halted (nan if none)]."""
         if self.act is None:
             self.act = initial_state(self.model, x, y, pid)
         with self.autocast:
             self.act, out = act_step(self.model, self.act, x, y, pid, self.gen)
         losses = act_loss(out.out.logits, self.act.labels, out.out.q_halt, out.out.q_continue, out.target_q_continue)
-        if not torch.isfinite(losses.total):
-            raise NumericalError(
-                f"{self.label}: non-finite loss at step {self.state.step + 1}: lm={losses.lm.item()}, "
-                f"q_halt={losses.q_halt.item()}, q_continue={losses.q_continue.item()}; stopped without saving; "
-                f"the last good checkpoint is kept at {self.ckpt}")
         self.update(losses.total, len(x))
         halted = self.act.halted
-        acc = losses.seq_correct[halted].float().mean().item() if halted.any() else float("nan")
-        return losses.total.item() / len(x), acc
+        acc = (losses.seq_correct & halted).sum() / halted.sum()      # 0/0 = nan when no row halted
+        return torch.stack([losses.total / len(x), losses.lm, losses.q_halt, losses.q_continue, acc]).detach().double()
+
+    def flush(self) -> None:
+        """Bring the pending batches' losses to the host (one sync) and stop on the first non-finite one."""
+        if not self.pending:
+            return
+        rows = torch.stack(self.pending).cpu()
+        first = len(self.state.step_losses)
+        self.pending.clear()
+        bad = (~torch.isfinite(rows[:, :4])).any(dim=1).nonzero()
+        if len(bad):
+            b = int(bad[0])
+            total, lm, q_halt, q_cont = rows[b, :4].tolist()
+            raise NumericalError(
+                f"{self.label}: non-finite loss at batch {first + b + 1}: total={total}, lm={lm}, q_halt={q_halt}, "
+                f"q_continue={q_cont}; stopped without saving; the last good checkpoint is kept at {self.ckpt}")
+        self.state.step_losses += [round(v, 6) for v in rows[:, 0].tolist()]
+        self.last_acc = float(rows[-1, 4])
 
     def run(self) -> Path:
         r, s = self.recipe, self.state
@@ -139,20 +156,23 @@ class PuzzleTrainer:
                 idx = self.stream.next()
                 x, y, pid = pdata.tensors(self.data.train, idx, self.stream.puzzle_of, self.device)
                 if r.scheme == "carry":
-                    loss, acc = self.segment(x, y, pid)
+                    row = self.segment(x, y, pid)
                 else:
                     self.act = None
                     for _ in range(self.exp.model.halt_max_steps):
-                        loss, acc = self.segment(x, y, pid)
+                        row = self.segment(x, y, pid)
                         if bool(self.act.halted.all()):
                             break
-                s.step_losses.append(round(loss, 6))
+                self.pending.append(row)
                 s.epoch, s.batch = self.stream.epoch, self.stream.offset
-                if self.batches_done % self.runtime.log_every_steps == 0:
+                done, evaluate = self.batches_done, self.finished() or self.batches_done % self.eval_every == 0
+                if done % self.check_every == 0 or evaluate or self.stop.received:
+                    self.flush()
+                if done % self.runtime.log_every_steps == 0:
                     log.info("%s batch %d/%d (update %d): loss %.4f, halted-row exact acc %.3f", self.label,
-                             self.batches_done, self.total, s.step, loss, acc)
-                if self.finished() or self.batches_done % self.eval_every == 0:
-                    self.evaluate_now(acc)
+                             done, self.total, s.step, s.step_losses[-1], self.last_acc)
+                if evaluate:
+                    self.evaluate_now(self.last_acc)
                 if self.stop.received:
                     self.save()
                     raise Stopped(f"{self.label}: stopped by {signal.Signals(self.stop.received).name} at step "
