@@ -11,7 +11,8 @@ from test_hrm import tiny_puzzle
 
 from hrm.losses import IGNORE_LABEL, act_loss, stablemax_cross_entropy
 from hrm.models.act import act_step, initial_state
-from hrm.models.hrm import Carry, Output, build_puzzle
+from hrm.models.hrm import Carry, Output
+from hrm.models.registry import Shape, build_model
 from hrm.optim import AdamAtan2, sign_sgd_rows
 
 
@@ -127,7 +128,7 @@ def test_sign_sgd_updates_touched_rows_only() -> None:
 def test_tiny_puzzle_hrm_learns_a_tiny_batch_with_act() -> None:
     torch.manual_seed(0)
     cfg = tiny_puzzle(hidden=32, mlp_inner=64, halt_max_steps=2, halt_exploration=0.1)
-    model = build_puzzle(cfg, vocab=5, seq_len=6, num_puzzle_ids=4)
+    model = build_model(cfg, Shape(classes=5, seq_len=6, puzzle_ids=4))
     model.init_weights(torch.Generator().manual_seed(0))
     inputs = torch.randint(1, 5, (8, 6))
     labels = (inputs + 1) % 5                                      # a per-token mapping to learn
@@ -141,7 +142,8 @@ def test_tiny_puzzle_hrm_learns_a_tiny_batch_with_act() -> None:
         opt.zero_grad()
         (loss.total / len(inputs)).backward()
         opt.step()
-        sign_sgd_rows(model.puzzle.table, model.puzzle.ids, model.puzzle.local.grad, lr=1e-3, wd=0.0)
+        touched = out.out.puzzle_rows
+        sign_sgd_rows(model.puzzle.table, touched.ids, touched.rows.grad, lr=1e-3, wd=0.0)
     assert model.puzzle.table.abs().sum() > 0                      # the puzzle embeddings were trained
     model.eval()
     with torch.no_grad():

@@ -15,12 +15,13 @@ import pytest
 import torch
 
 from hrm.config import load_params
-from hrm.data.sources import DATASETS
+from hrm import studies
 from hrm.losses import act_loss
 from hrm.models.act import act_step, initial_state
-from hrm.models.registry import PuzzleHRMConfig, build_model
+from hrm.models.registry import PuzzleHRMConfig, Shape, build_model
 from hrm.optim import adamw
-from hrm.steps import StepContext, hrm_image_step, make_schedule
+from hrm.checkpoint import RunState
+from hrm.train.image import StepContext, hrm_image_step, make_schedule
 
 FIXTURES = Path(os.environ.get("HRM_TEST_FIXTURES", Path(__file__).resolve().parents[2] / "shared/fixtures/reference"))
 # Puzzle fixtures are PyTorch code run in float32 on one CPU thread: the same kernels on the same
@@ -64,9 +65,8 @@ def puzzle_name_map(layers: int = 2) -> dict[str, str]:
 
 
 def _puzzle_model(fx: dict[str, np.ndarray]) -> torch.nn.Module:
-    from hrm.models.hrm import build_puzzle
-
-    model = build_puzzle(PUZZLE_CONFIG, vocab=11, seq_len=16, num_puzzle_ids=4)
+    
+    model = build_model(PUZZLE_CONFIG, Shape(classes=11, seq_len=16, puzzle_ids=4))
     model.load_state_dict({ours: torch.from_numpy(fx[theirs]) for theirs, ours in puzzle_name_map().items()},
                           strict=True)
     return model
@@ -112,8 +112,9 @@ def test_puzzle_hrm_matches_authors(mode: str) -> None:
             assert len(grads) == 20
             for name, grad in grads.items():
                 _close(grad, fx["grad/" + mapped[name]], "grad " + name, PUZZLE_TOL)
-            _close(model.puzzle.local.grad, fx["grad/inner.puzzle_emb.local_weights"], "puzzle grad", PUZZLE_TOL)
-            np.testing.assert_array_equal(model.puzzle.ids.numpy(), fx["grad/inner.puzzle_emb.local_ids"])
+            touched = out.out.puzzle_rows
+            _close(touched.rows.grad, fx["grad/inner.puzzle_emb.local_weights"], "puzzle grad", PUZZLE_TOL)
+            np.testing.assert_array_equal(touched.ids.numpy(), fx["grad/inner.puzzle_emb.local_ids"])
 
 
 def test_puzzle_golden_fails_on_a_wrong_weight() -> None:
@@ -161,7 +162,7 @@ def test_image_hrm_one_training_step_matches_authors() -> None:
     torch.set_num_threads(1)
     exp = load_params(Path(__file__).resolve().parents[1] / "params.yaml").experiment("mnist-hrm")
     assert exp.mode == "faithful"
-    model = build_model(exp.model, DATASETS[exp.dataset])
+    model = build_model(exp.model, studies.shape(exp.dataset))
     state = _image_state(fx) | {"z0_h": torch.from_numpy(fx["z0H_template"]),
                                 "z0_l": torch.from_numpy(fx["z0L_template"])}
     model.load_state_dict(state, strict=True)
@@ -177,7 +178,7 @@ def test_image_hrm_one_training_step_matches_authors() -> None:
     # The production step: 2 segments, an update after each, schedule sized as the author code.
     optimizer = adamw(list(model.parameters()), exp.recipe)
     steps_per_epoch = 469   # ceil(60000 / 128), as the fixture's optimizer
-    ctx = StepContext(exp.recipe, make_schedule(exp, steps_per_epoch), 0, torch.device("cpu"), "fp32",
+    ctx = StepContext(exp.recipe, make_schedule(exp, steps_per_epoch), RunState("golden"), torch.device("cpu"), "fp32",
                       post_update_acc=False)
     np.testing.assert_allclose([ctx.schedule(0), ctx.schedule(1)], fx["lr_per_update"], rtol=1e-6)
     loss, hits = hrm_image_step(model, images, labels, optimizer, ctx)

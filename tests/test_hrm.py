@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from conftest import REPO
 
 from hrm.config import load_params
-from hrm.data.sources import DATASETS
-from hrm.models.hrm import ImageHRM, build_puzzle
+from hrm import studies
+from hrm.models.hrm import ImageHRM
 from hrm.models.layers import Rotary, apply_rope
-from hrm.models.registry import ImageHRMConfig, PuzzleHRMConfig, build_model, count_params, puzzle_hrm_params
+from hrm.models.registry import ImageHRMConfig, PuzzleHRMConfig, Shape, build_model, count_params
 
 PARAMS = load_params(REPO / "params.yaml")
 
@@ -32,7 +32,7 @@ def tiny_puzzle(**over: object) -> PuzzleHRMConfig:
 
 
 def image_model(cfg: ImageHRMConfig, seed: int = 0) -> ImageHRM:
-    model = ImageHRM(cfg, DATASETS["digits"])
+    model = ImageHRM(cfg, studies.shape("digits"))
     model.init_weights(torch.Generator().manual_seed(seed))
     return model
 
@@ -41,8 +41,8 @@ def image_model(cfg: ImageHRMConfig, seed: int = 0) -> ImageHRM:
                                            ("cifar100-hrm", 3_569_856)])
 def test_image_hrm_parameter_counts(name: str, expected: int) -> None:
     exp = PARAMS.experiment(name)
-    model = build_model(exp.model, DATASETS[exp.dataset])
-    assert sum(p.numel() for p in model.parameters()) == expected == count_params(exp.model, DATASETS[exp.dataset])
+    model = build_model(exp.model, studies.shape(exp.dataset))
+    assert sum(p.numel() for p in model.parameters()) == expected == count_params(exp.model, studies.shape(exp.dataset))
     # The fixed initial states are buffers, not parameters.
     assert {n for n, _ in model.named_buffers()} >= {"z0_h", "z0_l"}
 
@@ -50,8 +50,8 @@ def test_image_hrm_parameter_counts(name: str, expected: int) -> None:
 @pytest.mark.parametrize("vocab,expected", [(11, 27_275_266), (12, 27_276_290), (6, 27_270_146)])
 def test_puzzle_hrm_27m_counts(vocab: int, expected: int) -> None:
     cfg = PARAMS.models["hrm-27m"]
-    model = build_puzzle(cfg, vocab, seq_len=81, num_puzzle_ids=1000)
-    assert sum(p.numel() for p in model.parameters()) == expected == puzzle_hrm_params(cfg, vocab)
+    model = build_model(cfg, Shape(classes=vocab, seq_len=81, puzzle_ids=1000))
+    assert sum(p.numel() for p in model.parameters()) == expected == count_params(cfg, Shape(classes=vocab))
     assert model.puzzle.table.shape == (1000, 512)      # the puzzle-id table is not a parameter
 
 
@@ -127,7 +127,7 @@ def test_batched_evaluation_equals_one_by_one() -> None:
         single = torch.cat([model(x[i:i + 1]) for i in range(5)])
     assert torch.allclose(batched, single, atol=1e-5)
 
-    puzzle = build_puzzle(tiny_puzzle(), vocab=6, seq_len=10, num_puzzle_ids=3).eval()
+    puzzle = build_model(tiny_puzzle(), Shape(classes=6, seq_len=10, puzzle_ids=3)).eval()
     puzzle.init_weights(torch.Generator().manual_seed(0))
     tokens, ids = torch.randint(0, 6, (4, 10)), torch.tensor([0, 1, 2, 1])
     with torch.no_grad():
@@ -138,7 +138,7 @@ def test_batched_evaluation_equals_one_by_one() -> None:
 
 
 def test_q_head_and_puzzle_table_start_as_specified() -> None:
-    model = build_puzzle(tiny_puzzle(), vocab=6, seq_len=10, num_puzzle_ids=3)
+    model = build_model(tiny_puzzle(), Shape(classes=6, seq_len=10, puzzle_ids=3))
     model.init_weights(torch.Generator().manual_seed(0))
     assert torch.all(model.q_head.weight == 0) and torch.all(model.q_head.bias == -5)
     assert torch.all(model.puzzle.table == 0)

@@ -7,14 +7,13 @@ import math
 import pytest
 import torch
 
-from hrm.models.hrm import build_puzzle
-from hrm.puzzles.sources import PUZZLES
+from hrm.data.puzzles.sources import PUZZLES
 from conftest import REPO
 
 from hrm.config import load_params
-from hrm.data.sources import DATASETS
+from hrm import studies
 from hrm.models.init import lecun_normal_, trunc_normal_
-from hrm.models.registry import build_model, count_params
+from hrm.models.registry import Shape, build_model, count_params
 from hrm.optim import lr_at
 
 PARAMS = load_params(REPO / "params.yaml")
@@ -23,9 +22,9 @@ PARAMS = load_params(REPO / "params.yaml")
 @pytest.mark.parametrize("name,expected", [("cifar10-cnn", 261_824), ("cifar100-cnn", 273_344)])
 def test_paper_parameter_counts(name: str, expected: int) -> None:
     exp = PARAMS.experiment(name)
-    model = build_model(exp.model, DATASETS[exp.dataset])
+    model = build_model(exp.model, studies.shape(exp.dataset))
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == expected
-    assert count_params(exp.model, DATASETS[exp.dataset]) == expected
+    assert count_params(exp.model, studies.shape(exp.dataset)) == expected
 
 
 PUZZLE_EXPERIMENTS = sorted(n for n, e in PARAMS.experiments.items() if e.dataset in PUZZLES)
@@ -34,8 +33,8 @@ PUZZLE_EXPERIMENTS = sorted(n for n, e in PARAMS.experiments.items() if e.datase
 @pytest.mark.parametrize("name", PUZZLE_EXPERIMENTS)
 def test_puzzle_formula_agrees_with_built_model(name: str) -> None:
     exp = PARAMS.experiment(name)
-    spec = PUZZLES[exp.dataset]
-    model = build_puzzle(exp.model, spec.classes, spec.seq_len, num_puzzle_ids=3)
+    spec = studies.shape(exp.dataset, puzzle_ids=3)
+    model = build_model(exp.model, spec)
     assert count_params(exp.model, spec) == sum(p.numel() for p in model.parameters())
     if exp.model.hidden <= 64:                       # a forward pass only for the demo sizes
         model.init_weights(torch.Generator().manual_seed(0))
@@ -47,7 +46,7 @@ def test_puzzle_formula_agrees_with_built_model(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(set(PARAMS.experiments) - set(PUZZLE_EXPERIMENTS)))
 def test_formula_agrees_with_built_model(name: str) -> None:
     exp = PARAMS.experiment(name)
-    spec = DATASETS[exp.dataset]
+    spec = studies.shape(exp.dataset)
     model = build_model(exp.model, spec)
     assert count_params(exp.model, spec) == sum(p.numel() for p in model.parameters())
     model.init_weights(torch.Generator().manual_seed(0))
@@ -68,7 +67,7 @@ def test_truncated_normal_matches_jax_convention() -> None:
 
 def test_init_is_seeded_and_bn_starts_at_identity() -> None:
     exp = PARAMS.experiment("cifar10-cnn")
-    a, b = (build_model(exp.model, DATASETS["cifar10"]) for _ in range(2))
+    a, b = (build_model(exp.model, studies.shape("cifar10")) for _ in range(2))
     a.init_weights(torch.Generator().manual_seed(7))
     b.init_weights(torch.Generator().manual_seed(7))
     for (ka, va), (_, vb) in zip(a.state_dict().items(), b.state_dict().items()):

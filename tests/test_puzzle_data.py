@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from hrm.errors import DataError
-from hrm.puzzles import arc, build, sudoku, voting
-from hrm.puzzles.build_arc import build_arc
-from hrm.puzzles.layout import load_split
-from hrm.puzzles.score import Votes, arc_scores
+from hrm.data.puzzles import arc, build, sudoku
+from hrm.evaluate import voting
+from hrm.data.puzzles.build_arc import build_arc
+from hrm.data.puzzles.layout import load_split
+from hrm.evaluate.voting import Votes, arc_scores
 
 
 def test_sudoku_batch_shuffles_keep_solutions_valid_and_invert() -> None:

@@ -11,8 +11,8 @@ import pytest
 
 from conftest import tiny_params, write_params
 from hrm import cli, paths
-from hrm.puzzles import data as pdata
-from hrm.puzzles.sources import PUZZLES, Generated, PuzzleSet
+from hrm.data.puzzles import stream as pdata
+from hrm.data.puzzles.sources import PUZZLES, Generated, PuzzleSet
 
 TINY_PUZZLE_MODEL = {"kind": "hrm-puzzle", "hidden": 32, "heads": 2, "mlp_inner": 64, "mlp": "swiglu",
                      "norm_gain": False, "norm_eps": 1e-5, "rope": "half", "rope_base": 10000, "low_layers": 1,
@@ -28,7 +28,7 @@ def sudoku_project(project: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setitem(PUZZLES, "sudoku-tiny", PuzzleSet("sudoku-tiny", "sudoku", Generated(8, 4, seed=3),
                                                           augmentations=0))
     raw = tiny_params(**{f"sudoku-{scheme}": {"group": "demo", "dataset": "sudoku-tiny", "model": "tiny-puzzle",
-                                              "recipe": f"tiny-{scheme}", "seeds": [0], "mode": "faithful"}
+                                              "recipe": f"tiny-{scheme}", "seeds": [0]}
                          for scheme in ("carry", "minibatch")})
     raw["models"]["tiny-puzzle"] = TINY_PUZZLE_MODEL
     raw["recipes"]["tiny-carry"] = TINY_PUZZLE_RECIPE
@@ -83,7 +83,7 @@ def test_minibatch_scheme_loops_segments_per_batch(sudoku_project: Path) -> None
 
 def test_nan_loss_stops_naming_the_batch_and_saves_nothing(sudoku_project: Path, monkeypatch: pytest.MonkeyPatch,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
-    from hrm.puzzles import train as ptrain
+    from hrm.train import puzzle as ptrain
 
     calls = {"n": 0}
     real = ptrain.act_loss

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from hrm.errors import DataError
-from hrm.puzzles import dihedral, maze, sudoku, voting
+from hrm.data.puzzles import arc, dihedral, maze, sudoku
+from hrm.evaluate import voting
 
 
 @pytest.mark.parametrize("k", range(8))
@@ -42,14 +43,13 @@ def test_solver_counts_multiple_solutions_and_detects_clashes() -> None:
     assert sudoku.solve(clash).solutions == []
 
 
-def test_sudoku_shuffle_preserves_validity_and_inverts() -> None:
+def test_sudoku_shuffles_preserve_validity_and_are_permutations() -> None:
     _, solution, _ = sudoku.generate(3)
-    rng = np.random.default_rng(0)
-    for _ in range(20):
-        s = sudoku.random_shuffle(rng)
-        moved = sudoku.apply(solution, s)
+    cells, digits = sudoku.shuffle_batch(20, np.random.default_rng(0))
+    for c, d in zip(cells, digits):
+        moved = d[solution[c]]
         assert sudoku.is_valid_solution(moved)
-        assert np.array_equal(sudoku.invert(moved, s), solution)
+        assert sorted(c.tolist()) == list(range(81)) and d[0] == 0 and sorted(d.tolist()) == list(range(10))
 
 
 def test_sudoku_parse_errors_name_the_row() -> None:
@@ -82,9 +82,9 @@ def test_bad_mazes_are_named(text: str, msg: str) -> None:
 def _canvas(grid: np.ndarray) -> np.ndarray:
     tokens = np.zeros((30, 30), dtype=np.int64)
     h, w = grid.shape
-    tokens[:h, :w] = grid + voting.COLOR_OFFSET
-    tokens[h, : w + 1] = voting.EOS
-    tokens[: h + 1, w] = voting.EOS
+    tokens[:h, :w] = grid + arc.COLOR_OFFSET
+    tokens[h, : w + 1] = arc.EOS
+    tokens[: h + 1, w] = arc.EOS
     return tokens
 
 
@@ -94,27 +94,40 @@ def test_crop_stops_at_pad_and_eos() -> None:
     assert voting.crop(np.zeros((30, 30), dtype=np.int64)).size == 0
 
 
-def _prediction(task: str, answer: np.ndarray, k: int, conf: float, seed: int = 0) -> voting.Prediction:
-    colors = np.concatenate([[0], np.random.default_rng(seed).permutation(9) + 1])
-    augmented = dihedral.transform(colors[answer], k)
-    return voting.Prediction(task, 0, _canvas(augmented), k, colors, conf)
+def _version(answer: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, int, np.ndarray]:
+    """What the model sees for one augmented version: the answer under dihedral k and a colour map
+    drawn as the builder does (0 fixed, 1-9 permuted), rendered on the canvas."""
+    colors = np.concatenate([[0], np.random.default_rng(seed).permutation(9) + 1]).astype(np.uint8)
+    return _canvas(dihedral.transform(colors[answer], k)), k, colors
 
 
-def test_votes_are_inverted_counted_and_tie_broken_by_confidence() -> None:
-    right, wrong, other = np.array([[1, 2], [3, 4]]), np.array([[5]]), np.array([[6, 6]])
-    preds = [_prediction("t1", right, 1, 0.2, seed=1), _prediction("t1", right, 6, 0.3, seed=2),
-             _prediction("t1", wrong, 0, 0.9), _prediction("t1", wrong, 3, 0.8, seed=4),
-             _prediction("t1", other, 5, 0.99)]
-    ranked = voting.vote(preds)[("t1", 0)]
-    # Two answers with 2 votes each: the tie goes to the higher mean confidence (wrong: 0.85).
-    assert [(np.array(a).tolist(), n) for a, n, _ in ranked] == [([[5]], 2), ([[1, 2], [3, 4]], 2), ([[6, 6]], 1)]
-    truth = {("t1", 0): tuple(map(tuple, right.tolist()))}
-    assert voting.pass_at_k(voting.vote(preds), truth, 1) == (0.0, 0.0)
-    assert voting.pass_at_k(voting.vote(preds), truth, 2) == (1.0, 1.0)
+def test_votes_invert_real_augmentations_count_and_break_ties_by_confidence() -> None:
+    right, wrong, other = np.array([[1, 2, 3], [4, 5, 6]]), np.array([[7]]), np.array([[6, 6]])
+    v = voting.Votes()
+    for answer, k, seed, conf in ((right, 1, 1, 0.2), (right, 6, 2, 0.3), (right, 7, 5, 0.1),
+                                  (wrong, 0, 3, 0.9), (wrong, 3, 4, 0.8), (wrong, 4, 6, 0.7), (other, 5, 7, 0.99)):
+        v.add(0, 0, *_version(answer, k, seed), conf)
+    # Every version of `right` is a different grid on the canvas, yet all map back to one answer.
+    # Three votes each: the tie goes to the higher mean confidence (wrong: 0.8 against 0.2).
+    assert [a.tolist() for a in v.ranked(0, 0)] == [wrong.tolist(), right.tolist(), other.tolist()]
+    scores = voting.arc_scores(v, [[right.astype(np.uint8)]])
+    assert scores["pass@1"] == 0.0 and scores["pass@2"] == 1.0
 
 
-def test_all_or_nothing_versus_partial_credit() -> None:
+def test_inverse_of_every_transform_and_colour_map_recovers_the_answer() -> None:
+    answer = np.array([[1, 2, 0], [3, 4, 5]])
+    for k in range(8):
+        v = voting.Votes()
+        v.add(0, 0, *_version(answer, k, seed=k), 0.5)
+        assert v.ranked(0, 0)[0].tolist() == answer.tolist(), k
+
+
+def test_all_or_nothing_versus_partial_credit_and_the_two_attempt_submission() -> None:
     a, b = np.array([[1]]), np.array([[2]])
-    preds = [_prediction("t", a, 0, 0.5), voting.Prediction("t", 1, _canvas(a), 0, np.arange(10), 0.5)]
-    truth = {("t", 0): ((1,),), ("t", 1): tuple(map(tuple, b.tolist()))}
-    assert voting.pass_at_k(voting.vote(preds), truth, 2) == (0.0, 0.5)
+    v = voting.Votes()
+    v.add(0, 0, *_version(a, 2, 1), 0.5)           # test input 0: right
+    v.add(0, 1, *_version(a, 4, 2), 0.5)           # test input 1: wrong (truth is b)
+    scores = voting.arc_scores(v, [[a.astype(np.uint8), b.astype(np.uint8)]])
+    assert (scores["pass@2"], scores["partial_pass@2"]) == (0.0, 0.5)
+    sub = voting.submission(v, ["task"], [[a, b]])
+    assert sub == {"task": [{"attempt_1": [[1]], "attempt_2": [[1]]}, {"attempt_1": [[1]], "attempt_2": [[1]]}]}

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from hrm import paths, train
+from hrm import checkpoint, paths
+from hrm.train import image as train
 from hrm.cli import main
 from hrm.config import load_params
 
@@ -71,7 +72,7 @@ def test_killed_run_resumes_to_the_same_weights(project: Path, monkeypatch: pyte
     straight_hist = list(csv.DictReader(open(paths.history_file("demo", "digits-tiny", 0))))
 
     # Die during epoch 2, after epoch 1's checkpoint was written.
-    real_save = train.checkpoint.save
+    real_save = checkpoint.save
     calls = []
 
     def save_then_die(*args, **kwargs):
@@ -79,18 +80,18 @@ def test_killed_run_resumes_to_the_same_weights(project: Path, monkeypatch: pyte
         calls.append(1)
         raise Killed
 
-    monkeypatch.setattr(train.checkpoint, "save", save_then_die)
+    monkeypatch.setattr(checkpoint, "save", save_then_die)
     with pytest.raises(Killed):
         train.train(params, "digits-tiny", 0)
     assert paths.checkpoint_file("demo", "digits-tiny", 0).exists()
-    monkeypatch.setattr(train.checkpoint, "save", real_save)
+    monkeypatch.setattr(checkpoint, "save", real_save)
     train.train(params, "digits-tiny", 0)
 
     resumed = _weights(paths.model_file("demo", "digits-tiny", 0))
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
     metrics = json.loads(paths.metrics_file("demo", "digits-tiny", 0).read_text())
-    assert metrics["resumed_from_epochs"] == [[1, 0]]
+    assert metrics["resumed_from"] == [[1, 0]]
     hist = list(csv.DictReader(open(paths.history_file("demo", "digits-tiny", 0))))
     assert [r["test_acc"] for r in hist] == [r["test_acc"] for r in straight_hist]
 

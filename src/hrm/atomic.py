@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from hrm.errors import DiskFull
+
 
 def _tmp_sibling(dest: Path, tag: str) -> Path:
     return dest.with_name(f".{dest.name}.{tag}-{os.getpid()}.tmp")
@@ -52,6 +54,10 @@ def atomic_path(dest: Path | str) -> Iterator[Path]:
                 os.fsync(fh.fileno())
         os.replace(tmp, dest)
         _fsync_dir(dest.parent)
+    except OSError as exc:
+        if exc.errno in DiskFull.ERRNOS:
+            raise DiskFull(dest) from None
+        raise
     finally:
         _remove(tmp)
 
@@ -71,6 +77,10 @@ def atomic_dir(dest: Path | str) -> Iterator[Path]:
             os.replace(dest, old)
         os.replace(tmp, dest)
         _fsync_dir(dest.parent)
+    except OSError as exc:
+        if exc.errno in DiskFull.ERRNOS:
+            raise DiskFull(dest) from None
+        raise
     finally:
         _remove(tmp)
         _remove(old)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from hrm import paths
 from hrm.errors import DataError
-from hrm.puzzles.build import build_arc_set
-from hrm.puzzles.sources import PUZZLES
+from hrm.data.puzzles.build import build_arc_set
+from hrm.data.puzzles.sources import PUZZLES
 
 
 def bench_build(dataset: str = "arc1", workers: int | None = None, keep: Path | None = None) -> dict:

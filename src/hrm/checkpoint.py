@@ -1,7 +1,6 @@
 """Checkpoints: everything a killed run needs to continue exactly where it stopped.
 
-A checkpoint is written at every epoch end and when a run is asked to stop (SIGTERM/SIGINT), then
-also mid-epoch. File layout: one line with the sha256 of the payload, then the torch payload. The
+A checkpoint is written at every test-set evaluation and when a run is asked to stop (SIGTERM/SIGINT). File layout: one line with the sha256 of the payload, then the torch payload. The
 previous checkpoint is kept as `checkpoint.prev.pt`; a corrupted latest one is detected by its
 checksum and the previous one is used instead, with a warning.
 """
@@ -19,37 +18,44 @@ from typing import Any
 import torch
 
 from hrm.atomic import atomic_path
+from hrm.errors import DataError
 
 log = logging.getLogger("hrm")
 
 
 @dataclass
 class RunState:
-    """Progress of one run; saved with the model and optimizer."""
+    """Progress of one run, saved with the model and optimizer; every field means the same in both studies."""
 
     params_hash: str
-    epoch: int = 0                                             # epochs completed
-    step: int = 0                                              # optimizer updates taken
-    history: list[dict[str, Any]] = field(default_factory=list)   # one row per epoch
-    step_losses: list[float] = field(default_factory=list)     # one per batch
+    epoch: int = 0                                             # epochs completed: the next example is in epoch + 1
+    offset: int = 0                                            # examples of epoch + 1 already trained on
+    step: int = 0                                              # optimizer updates taken (the one step counter)
+    history: list[dict[str, Any]] = field(default_factory=list)   # one row per test-set evaluation
+    step_losses: list[float] = field(default_factory=list)     # one per training batch, in order
+    since_eval: dict[str, float] = field(default_factory=dict)    # running sums since the last history row
     elapsed_s: float = 0.0                                     # wall time spent in earlier processes
-    resumed_from: list[list[int]] = field(default_factory=list)   # (epoch, batch) of each resume
-    # Position inside an epoch that was interrupted (0 = at an epoch boundary).
-    batch: int = 0
-    partial_losses: list[float] = field(default_factory=list)
-    partial_correct: float = 0.0
-    partial_seconds: float = 0.0
+    resumed_from: list[list[int]] = field(default_factory=list)   # (epoch, offset) of each resume
+
+    @property
+    def batches(self) -> int:
+        return len(self.step_losses)
 
 
 def previous(path: Path) -> Path:
     return path.with_name(path.stem + ".prev" + path.suffix)
 
 
-def save(path: Path, state: RunState, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    """Write atomically, keeping the last good checkpoint as checkpoint.prev.pt."""
+def save(path: Path, state: RunState, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+         extra: dict[str, Any] | None = None) -> None:
+    """Write atomically, keeping the last good checkpoint as checkpoint.prev.pt.
+
+    `extra` holds what one trainer alone needs to resume exactly (the puzzle trainer's ACT carry
+    and its exploration RNG); tensors only, so the restricted unpickler can read it back.
+    """
     buffer = io.BytesIO()
     torch.save({"state": asdict(state), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "torch_rng": torch.get_rng_state()}, buffer)
+                "torch_rng": torch.get_rng_state(), "extra": extra or {}}, buffer)
     payload = buffer.getvalue()
     if path.exists():
         os.replace(path, previous(path))
@@ -73,8 +79,9 @@ def remove(path: Path) -> None:
 
 
 def resume(path: Path, params_hash: str, model: torch.nn.Module,
-           optimizer: torch.optim.Optimizer) -> RunState | None:
-    """Restore model and optimizer from the newest valid checkpoint of this configuration."""
+           optimizer: torch.optim.Optimizer) -> tuple[RunState, dict[str, Any]] | None:
+    """Restore model and optimizer from the newest valid checkpoint of this configuration;
+    returns its RunState and its `extra` payload."""
     for candidate in (path, previous(path)):
         if not candidate.exists():
             continue
@@ -91,7 +98,32 @@ def resume(path: Path, params_hash: str, model: torch.nn.Module,
         model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
         torch.set_rng_state(payload["torch_rng"])
-        state.resumed_from.append([state.epoch, state.batch])
-        log.info("%s: resuming after epoch %d, batch %d (update %d)", candidate, state.epoch, state.batch, state.step)
-        return state
+        state.resumed_from.append([state.epoch, state.offset])
+        log.info("%s: resuming in epoch %d at example %d (update %d)", candidate, state.epoch + 1, state.offset,
+                 state.step)
+        return state, payload.get("extra", {})
     return None
+
+
+# ------------------------------------------------------------------ the final model file (model.pt)
+
+def model_bytes(experiment: dict[str, Any], seed: int, model: torch.nn.Module) -> bytes:
+    """model.pt: the experiment as a dict, the seed and the CPU state dict. Serialised in memory
+    first, so that a full disk fails in our atomic write, with our message, not inside torch."""
+    buffer = io.BytesIO()
+    torch.save({"experiment": experiment, "seed": seed,
+                "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}, buffer)
+    return buffer.getvalue()
+
+
+def load_model_file(path: Path, model: torch.nn.Module, retrain: str) -> torch.nn.Module:
+    """Weights of a run's model.pt into `model`; a missing or damaged file is a DataError saying `retrain`."""
+    if not path.is_file():
+        raise DataError(f"{path}: no trained model; run `{retrain}` first")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(payload["state_dict"])
+    except Exception as exc:  # torch.load raises many types on damaged files
+        raise DataError(f"{path}: not a model file for this experiment with the current params "
+                        f"({type(exc).__name__}: {str(exc)[:200]}); run `{retrain}` again") from None
+    return model

@@ -7,27 +7,17 @@ import torch are imported inside the handlers so that `--help`, `check` and `des
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
 from pathlib import Path
 
-from hrm import paths, stages
-from hrm.config import DEFAULT_PARAMS, GROUPS, Params, closest, load_params
-from hrm.data.sources import DATASETS
-from hrm.errors import ConfigError, HrmError
-from hrm.puzzles.sources import PUZZLES
+from hrm import paths, stages, studies
+from hrm.config import DEFAULT_PARAMS, GROUPS, Params, load_params
+from hrm.errors import ConfigError, DiskFull, HrmError
 
 log = logging.getLogger("hrm")
-
-
-ALL_DATASETS = [*DATASETS, *PUZZLES]
-
-
-def _dataset(name: str) -> str:
-    if name not in DATASETS and name not in PUZZLES:
-        raise ConfigError(f"dataset {name!r} is unknown{closest(name, ALL_DATASETS)}; known: {', '.join(ALL_DATASETS)}")
-    return name
 
 
 def _seed(params: Params, name: str, seed: int) -> int:
@@ -41,40 +31,24 @@ def _seed(params: Params, name: str, seed: int) -> int:
 
 
 def cmd_download(params: Params, args: argparse.Namespace) -> int:
-    if _dataset(args.dataset) in PUZZLES:
-        from hrm.puzzles.download import download
-    else:
-        from hrm.data.download import download
-    download(args.dataset, args.source)
+    studies.of_dataset(args.dataset).verb("download")(args.dataset, args.source)
     return 0
 
 
 def cmd_build(params: Params, args: argparse.Namespace) -> int:
-    if _dataset(args.dataset) in PUZZLES:
-        from hrm.puzzles.build import build
-    else:
-        from hrm.data.build import build
-    build(args.dataset)
+    studies.of_dataset(args.dataset).verb("build")(args.dataset)
     return 0
 
 
 def cmd_train(params: Params, args: argparse.Namespace) -> int:
     seed = _seed(params, args.experiment, args.seed)
-    if params.experiment(args.experiment).dataset in PUZZLES:
-        from hrm.puzzles.train import train
-    else:
-        from hrm.train import train
-    train(params, args.experiment, seed)
+    params.experiment(args.experiment).study.verb("train")(params, args.experiment, seed)
     return 0
 
 
 def cmd_evaluate(params: Params, args: argparse.Namespace) -> int:
     seed = _seed(params, args.experiment, args.seed)
-    if params.experiment(args.experiment).dataset in PUZZLES:
-        from hrm.puzzles.evaluate import evaluate
-    else:
-        from hrm.evaluate import evaluate
-    evaluate(params, args.experiment, seed)
+    params.experiment(args.experiment).study.verb("evaluate")(params, args.experiment, seed)
     return 0
 
 
@@ -105,18 +79,12 @@ def describe(params: Params, name: str) -> dict[str, object]:
     for seed in exp.seeds:
         cached, audited = stages.train_outputs(exp, seed)
         runs[str(seed)] = {"model": cached[0], "train": audited, "evaluate": stages.evaluate_outputs(exp, seed)}
-    common = {"raw": str(paths.raw_dir(exp.dataset)), "built": str(paths.built_dir(exp.dataset))}
-    if exp.dataset in PUZZLES:
-        p = PUZZLES[exp.dataset]
-        data = {"name": p.name, "kind": p.kind, "vocab": p.classes, "seq_len": p.seq_len, "source": repr(p.source),
-                "subsample": p.subsample, "augmentations": p.augmentations, "seed": p.seed, **common}
-        spec = p
-    else:
-        spec = DATASETS[exp.dataset]
-        data = {"name": spec.name, "image_shape": list(spec.image_shape), "classes": spec.classes,
-                "train_size": spec.train_size, "test_size": spec.test_size, "norm": spec.norm, **common}
-    return {"experiment": name, "config": exp.as_dict(), "params_hash": exp.params_hash(), "dataset": data,
-            "outputs": runs, "params": count_params(exp.model, spec)}
+    shape = studies.shape(exp.dataset)
+    data = {"name": exp.dataset, **{k: v for k, v in dataclasses.asdict(shape).items() if v},
+            "spec": repr(exp.study.datasets[exp.dataset]),
+            "raw": str(paths.raw_dir(exp.dataset)), "built": str(paths.built_dir(exp.dataset))}
+    return {"experiment": name, "study": exp.study.name, "config": exp.as_dict(), "params_hash": exp.params_hash(),
+            "dataset": data, "outputs": runs, "params": count_params(exp.model, shape)}
 
 
 def cmd_describe(params: Params, args: argparse.Namespace) -> int:
@@ -145,18 +113,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="params file (default: params.yaml)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True, metavar="STAGE")
+    # `--params FILE` is accepted after the verb too; SUPPRESS keeps the verb from resetting it.
+    after = argparse.ArgumentParser(add_help=False)
+    after.add_argument("--params", type=Path, default=argparse.SUPPRESS, help="params file (default: params.yaml)")
 
     def add(name: str, fn: object, help: str) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help, description=help)
+        sp = sub.add_parser(name, help=help, description=help, parents=[after])
         sp.set_defaults(fn=fn)
         return sp
 
     sp = add("download", cmd_download, "fetch and md5-verify a data set's raw files")
-    sp.add_argument("dataset", help=f"one of: {', '.join(ALL_DATASETS)}")
+    sp.add_argument("dataset", help=f"one of: {', '.join(studies.ALL_DATASETS)}")
     sp.add_argument("--from", dest="source", type=Path, default=None,
                     help="folder with verified copies (also $HRM_DATA_DIR); no network needed")
     sp = add("build", cmd_build, "turn raw files into arrays and normalisation statistics")
-    sp.add_argument("dataset", help=f"one of: {', '.join(ALL_DATASETS)}")
+    sp.add_argument("dataset", help=f"one of: {', '.join(studies.ALL_DATASETS)}")
     for name, fn, text in (("train", cmd_train, "train one run (resumes from its checkpoint)"),
                            ("evaluate", cmd_evaluate, "evaluate a trained run and draw its figures")):
         sp = add(name, fn, text)
@@ -176,6 +147,12 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _fail(command: str, exc: HrmError) -> int:
+    message = str(exc).replace("\n", "\\n")   # one line, whatever the offending key holds
+    print(f"hrm {command}: error: {message}", file=sys.stderr)
+    return exc.exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
     from hrm import provenance
 
@@ -187,10 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = load_params(args.params)
         return int(args.fn(params, args))
+    except OSError as exc:
+        if exc.errno not in DiskFull.ERRNOS:
+            raise
+        return _fail(args.command, DiskFull(exc.filename or "a file of this stage"))
     except HrmError as exc:
-        message = str(exc).replace("\n", "\\n")   # one line, whatever the offending key holds
-        print(f"hrm {args.command}: error: {message}", file=sys.stderr)
-        return exc.exit_code
+        return _fail(args.command, exc)
     except KeyboardInterrupt:
         print(f"hrm {args.command}: interrupted", file=sys.stderr)
         return 130

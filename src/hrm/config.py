@@ -1,34 +1,29 @@
-"""params.yaml as frozen dataclasses: one loader, unknown keys rejected, ranges checked.
+"""params.yaml as frozen dataclasses: one loader, unknown or repeated keys rejected, ranges checked.
 
 Every error names the dotted key, the value it got and what is allowed. Model sections are
-validated against the config class their `kind` selects in `hrm.models.registry`.
+validated against the config class their `kind` selects in `hrm.models.registry`; which study an
+experiment belongs to comes from `hrm.studies`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
-import math
-import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from hrm import studies
 from hrm.errors import ConfigError
+from hrm.fields import closest, parse_section, spec, type_name
+from hrm.models.registry import MODEL_CONFIGS, ModelConfig
 
 DEFAULT_PARAMS = Path("params.yaml")
 GROUPS = ("paper", "demo")
-
-
-def spec(doc: str, *, gt: float | None = None, ge: float | None = None,
-         le: float | None = None, lt: float | None = None) -> Any:
-    """A required dataclass field with a range; `doc` is shown in error messages."""
-    return field(metadata={"doc": doc, "gt": gt, "ge": ge, "le": le, "lt": lt})
 
 
 # --------------------------------------------------------------------------- sections
@@ -45,7 +40,7 @@ class Runtime:
 
 
 @dataclass(frozen=True)
-class Recipe:
+class ImageRecipe:
     """Image-classification training recipe (REFERENCE I.3-I.4)."""
 
     epochs: int = spec("passes over the training set", ge=1)
@@ -94,7 +89,11 @@ class ExperimentSpec:
     model: str = spec("a key of the models section")
     recipe: str = spec("a key of the recipes section")
     seeds: tuple[int, ...] = spec("one run per seed", ge=0)
-    mode: Literal["faithful", "corrected"] = spec("reproduce the author code's quirks, or fix them (I.5)")
+    mode: Literal["faithful", "corrected"] | None = spec(
+        "image study only: reproduce the author code's quirks, or fix them (REFERENCE I.5)", default=None)
+
+
+RecipeConfig = ImageRecipe | PuzzleRecipe
 
 
 @dataclass(frozen=True)
@@ -105,17 +104,22 @@ class Experiment:
     group: str
     dataset: str
     model_name: str
-    model: Any  # the model config dataclass chosen by its kind
+    model: ModelConfig
     recipe_name: str
-    recipe: Any  # Recipe or PuzzleRecipe
+    recipe: RecipeConfig
     seeds: tuple[int, ...]
-    mode: str
+    mode: str | None        # None where the study has no fidelity modes
+
+    @property
+    def study(self) -> studies.Study:
+        return studies.of_dataset(self.dataset)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "group": self.group, "dataset": self.dataset,
+        body = {"name": self.name, "group": self.group, "dataset": self.dataset,
                 "model": {"name": self.model_name, **dataclasses.asdict(self.model)},
                 "recipe": {"name": self.recipe_name, **dataclasses.asdict(self.recipe)},
-                "seeds": list(self.seeds), "mode": self.mode}
+                "seeds": list(self.seeds)}
+        return body | ({"mode": self.mode} if self.mode is not None else {})
 
     def params_hash(self) -> str:
         """Hash of everything that shapes a run of this experiment (not the seed list)."""
@@ -127,8 +131,8 @@ class Experiment:
 @dataclass(frozen=True)
 class Params:
     runtime: Runtime
-    models: dict[str, Any]
-    recipes: dict[str, Any]
+    models: dict[str, ModelConfig]
+    recipes: dict[str, RecipeConfig]
     experiments: dict[str, Experiment]
     path: Path
 
@@ -139,107 +143,14 @@ class Params:
         return self.experiments[name]
 
 
-# --------------------------------------------------------------------------- validation
-
-def closest(key: str, allowed: typing.Iterable[str]) -> str:
-    match = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.5)
-    return f" (did you mean {match[0]!r}?)" if match else ""
-
-
-def _type_name(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
-
-
-def _coerce(tp: Any, value: Any, where: str) -> Any:
-    """Check `value` against the annotation `tp`; numbers written like 3e-4 (a YAML string) pass as floats."""
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            allowed = ", ".join(repr(a) for a in typing.get_args(tp))
-            raise ConfigError(f"{where}: got {value!r}; allowed: {allowed}")
-        return value
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: got {_type_name(value)} {value!r}; expected a list")
-        if len(args) == 2 and args[1] is Ellipsis:
-            if not value:
-                raise ConfigError(f"{where}: got an empty list; expected at least one item")
-            return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ConfigError(f"{where}: got {len(value)} items; expected {len(args)}")
-        return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
-    if origin in (typing.Union, types.UnionType):
-        return _coerce(typing.get_args(tp)[0], value, where)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: got {_type_name(value)} {value!r}; expected true or false")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: got {_type_name(value)} {value!r}; expected an integer")
-        return value
-    if tp is float:
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: got {_type_name(value)} {value!r}; expected a number")
-        if not math.isfinite(value):
-            raise ConfigError(f"{where}: got {value!r}; expected a finite number")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"{where}: got {_type_name(value)} {value!r}; expected a non-empty string")
-        return value
-    raise TypeError(f"unsupported annotation {tp!r} at {where}")
-
-
-def _check_range(value: Any, meta: typing.Mapping[str, Any], where: str) -> None:
-    items = value if isinstance(value, tuple) else (value,)
-    for item in items:
-        if isinstance(item, bool) or not isinstance(item, (int, float)):
-            continue
-        bounds = [("gt", lambda a, b: a > b, ">"), ("ge", lambda a, b: a >= b, ">="),
-                  ("lt", lambda a, b: a < b, "<"), ("le", lambda a, b: a <= b, "<=")]
-        for name, ok, sym in bounds:
-            bound = meta.get(name)
-            if bound is not None and not ok(item, bound):
-                raise ConfigError(f"{where}: got {value!r}; must be {sym} {bound} ({meta.get('doc', '')})")
-
-
-def parse_section(cls: type, data: Any, where: str) -> Any:
-    """Build the frozen dataclass `cls` from a mapping, rejecting unknown or missing keys."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: got {_type_name(data)}; expected a mapping of {cls.__name__} keys")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in data:
-        if key not in names:
-            raise ConfigError(f"{where}.{key}: unknown key{closest(str(key), names)}; "
-                              f"allowed: {', '.join(names)}")
-    values = {}
-    for f in dataclasses.fields(cls):
-        key = f"{where}.{f.name}"
-        if f.name not in data:
-            raise ConfigError(f"{key}: missing ({f.metadata.get('doc', f.name)})")
-        values[f.name] = _coerce(hints[f.name], data[f.name], key)
-        _check_range(values[f.name], f.metadata, key)
-    return cls(**values)
-
-
 def _named_sections(cls_for: typing.Callable[[str, Any], type], data: Any, where: str) -> dict[str, Any]:
     if not isinstance(data, dict) or not data:
-        raise ConfigError(f"{where}: got {_type_name(data)}; expected a non-empty mapping of names")
+        raise ConfigError(f"{where}: got {type_name(data)}; expected a non-empty mapping of names")
     return {str(name): parse_section(cls_for(str(name), body), body, f"{where}.{name}")
             for name, body in data.items()}
 
 
 def _model_class(name: str, body: Any) -> type:
-    from hrm.models.registry import MODEL_CONFIGS
-
     kind = body.get("kind") if isinstance(body, dict) else None
     if not isinstance(kind, str) or kind not in MODEL_CONFIGS:
         raise ConfigError(f"models.{name}.kind: got {kind!r}{closest(str(kind), MODEL_CONFIGS)}; "
@@ -250,19 +161,41 @@ def _model_class(name: str, body: Any) -> type:
 def _recipe_class(name: str, body: Any) -> type:
     kind = body.get("kind") if isinstance(body, dict) else None
     if kind is None:
-        return Recipe
+        return ImageRecipe
     if kind != "puzzle":
         raise ConfigError(f"recipes.{name}.kind: got {kind!r}; allowed: 'puzzle' (or no kind: an image recipe)")
     return PuzzleRecipe
 
 
-def parse_params(raw: Any, path: Path) -> Params:
-    from hrm.data.sources import DATASETS
-    from hrm.puzzles.sources import PUZZLES
+def _resolve(name: str, s: ExperimentSpec, models: dict[str, ModelConfig],
+             recipes: dict[str, RecipeConfig]) -> Experiment:
+    """Check one experiment against its study (from the table in hrm.studies) and resolve it."""
+    where = f"experiments.{name}"
+    for key, table in (("dataset", studies.ALL_DATASETS), ("model", models), ("recipe", recipes)):
+        value = getattr(s, key)
+        if value not in table:
+            raise ConfigError(f"{where}.{key}: got {value!r}{closest(value, table)}; allowed: {', '.join(table)}")
+    study = studies.of_dataset(s.dataset)
+    model, recipe = models[s.model], recipes[s.recipe]
+    if model.kind not in study.model_kinds or getattr(recipe, "kind", None) != study.recipe_kind:
+        raise ConfigError(f"{where}: dataset {s.dataset!r} is of the {study.name} study, which needs a model of "
+                          f"kind {' or '.join(study.model_kinds)} and a recipe with "
+                          f"{'kind: ' + study.recipe_kind if study.recipe_kind else 'no kind key'}; got model "
+                          f"{s.model!r} (kind {model.kind}) and recipe {s.recipe!r}")
+    if study.modes and s.mode is None:
+        raise ConfigError(f"{where}.mode: missing; the {study.name} study needs one of {', '.join(study.modes)}")
+    if not study.modes and s.mode is not None:
+        raise ConfigError(f"{where}.mode: got {s.mode!r}, but the {study.name} study has no fidelity modes; "
+                          f"remove the key")
+    if len(set(s.seeds)) != len(s.seeds):
+        raise ConfigError(f"{where}.seeds: got {list(s.seeds)}; seeds must be distinct")
+    return Experiment(name, s.group, s.dataset, s.model, model, s.recipe, recipe, s.seeds, s.mode)
 
+
+def parse_params(raw: Any, path: Path) -> Params:
     sections = ("runtime", "models", "recipes", "experiments")
     if not isinstance(raw, dict):
-        raise ConfigError(f"expected a mapping with sections {', '.join(sections)}; got {_type_name(raw)}")
+        raise ConfigError(f"expected a mapping with sections {', '.join(sections)}; got {type_name(raw)}")
     for key in raw:
         if key not in sections:
             raise ConfigError(f"{key}: unknown section{closest(str(key), sections)}; allowed: {', '.join(sections)}")
@@ -273,23 +206,23 @@ def parse_params(raw: Any, path: Path) -> Params:
     models = _named_sections(_model_class, raw["models"], "models")
     recipes = _named_sections(_recipe_class, raw["recipes"], "recipes")
     specs = _named_sections(lambda n, b: ExperimentSpec, raw["experiments"], "experiments")
-    experiments = {}
-    for name, s in specs.items():
-        where = f"experiments.{name}"
-        for key, table in (("dataset", {**DATASETS, **PUZZLES}), ("model", models), ("recipe", recipes)):
-            value = getattr(s, key)
-            if value not in table:
-                raise ConfigError(f"{where}.{key}: got {value!r}{closest(value, table)}; "
-                                  f"allowed: {', '.join(table)}")
-        puzzle = s.dataset in PUZZLES
-        if puzzle != models[s.model].kind.endswith("-puzzle") or puzzle != isinstance(recipes[s.recipe], PuzzleRecipe):
-            raise ConfigError(f"{where}: dataset {s.dataset!r}, model {s.model!r} and recipe {s.recipe!r} must all "
-                              f"be of one study (puzzle data needs a *-puzzle model and a `kind: puzzle` recipe)")
-        if len(set(s.seeds)) != len(s.seeds):
-            raise ConfigError(f"{where}.seeds: got {list(s.seeds)}; seeds must be distinct")
-        experiments[name] = Experiment(name, s.group, s.dataset, s.model, models[s.model],
-                                       s.recipe, recipes[s.recipe], s.seeds, s.mode)
+    experiments = {name: _resolve(name, s, models, recipes) for name, s in specs.items()}
     return Params(runtime, models, recipes, experiments, path)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key written twice in one mapping is an error, not an overwrite."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(f"key {key!r} is written twice in one mapping, at lines {seen[key]} and {line}; "
+                                  f"keep one (YAML would silently use the later)")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
@@ -302,11 +235,13 @@ def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read params file: {exc}") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)   # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""
         raise ConfigError(f"{path}: invalid YAML{line}: {getattr(exc, 'problem', exc)}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     try:
         return parse_params(raw, path)
     except ConfigError as exc:

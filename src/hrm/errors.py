@@ -1,6 +1,9 @@
-"""Typed errors the CLI turns into a one-line message and exit code 2 (never a traceback)."""
+"""Typed errors the CLI turns into a one-line message and an exit code (never a traceback)."""
 
 from __future__ import annotations
+
+import errno
+from pathlib import Path
 
 
 class HrmError(Exception):
@@ -29,3 +32,15 @@ class Stopped(HrmError):
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
         self.exit_code = 128 + signum
+
+
+class DiskFull(HrmError):
+    """A write ran out of space (or quota). Exit code 4. Nothing was half-written: rerun once space is freed."""
+
+    exit_code = 4
+    ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+    def __init__(self, path: Path | str) -> None:
+        super().__init__(f"{path}: no space left on the device; free some space there (or point the data/results "
+                         f"folders elsewhere), then run the same command again: nothing was half-written and "
+                         f"finished work is kept")

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from hrm.config import Recipe
+from hrm.config import ImageRecipe
 
 
 def lr_at(step: int, *, peak: float, total: int, warmup: int, floor: float) -> float:
@@ -22,7 +22,7 @@ def lr_at(step: int, *, peak: float, total: int, warmup: int, floor: float) -> f
     return end + (peak - end) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def adamw(params: list[torch.nn.Parameter], recipe: Recipe) -> torch.optim.AdamW:
+def adamw(params: list[torch.nn.Parameter], recipe: ImageRecipe) -> torch.optim.AdamW:
     """AdamW with decay on ALL parameters (norm scales and BN included), as in the author code."""
     return torch.optim.AdamW(params, lr=recipe.lr, betas=recipe.betas, eps=recipe.eps,
                              weight_decay=recipe.weight_decay, foreach=True)

@@ -15,11 +15,13 @@ import pytest
 import torch
 from helpers import EXPERIMENT, GROUP, SEED, Training, clear_outputs, outcome, same, setup_run, train_cmd
 
-from hrm import checkpoint, paths, train
+from hrm import checkpoint, paths
+from hrm.train import image as train
 from hrm.atomic import write_json
 from hrm.cli import main
 from hrm.config import load_params
-from hrm.guard import RunLock
+from hrm.errors import DiskFull
+from hrm.train.run import RunLock
 
 CKPT = paths.checkpoint_file(GROUP, EXPERIMENT, SEED)
 
@@ -44,13 +46,13 @@ def test_signal_saves_a_checkpoint_and_says_how_to_resume(project: Path, sig: si
     assert f"stopped by {sig.name}" in last and "resume with `python -m hrm train digits-tiny --seed 0`" in last
     assert CKPT.exists() and not paths.metrics_file(GROUP, EXPERIMENT, SEED).exists()
     state = checkpoint.RunState(**checkpoint.read(CKPT)["state"])
-    assert state.batch > 0 or state.epoch > 0                      # mid-epoch position recorded
+    assert state.offset > 0 or state.epoch > 0                     # mid-epoch position recorded
     done = subprocess.run(train_cmd(), cwd=project, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert same(outcome(), reference)
 
 
-class DiskFull(OSError):
+class NoSpace(OSError):
     def __init__(self) -> None:
         super().__init__(errno.ENOSPC, "No space left on device")
 
@@ -66,7 +68,7 @@ def test_write_error_mid_file_keeps_the_previous_file(tmp_path: Path, monkeypatc
     def half_then_fail(self: Path, data: bytes) -> int:
         with open(self, "wb") as fh:
             fh.write(data[: len(data) // 2])
-        raise DiskFull()
+        raise NoSpace()
 
     monkeypatch.setattr(Path, "write_bytes", half_then_fail)
     with pytest.raises(DiskFull):
@@ -87,7 +89,7 @@ def test_failed_checkpoint_figure_and_build_writes_leave_old_files(project: Path
         def __init__(self, fh): self.fh = fh
         def __enter__(self): return self
         def __exit__(self, *a): self.fh.close()
-        def write(self, data): self.fh.write(data[: len(data) // 2]); raise DiskFull()
+        def write(self, data): self.fh.write(data[: len(data) // 2]); raise NoSpace()
 
     with pytest.MonkeyPatch.context() as mp, pytest.raises(DiskFull):
         mp.setattr(checkpoint, "open", lambda p, m: HalfFile(real_open(p, m)), raising=False)
@@ -106,7 +108,7 @@ def test_failed_checkpoint_figure_and_build_writes_leave_old_files(project: Path
         calls.append(path)
         if len(calls) == 3:
             Path(path).write_bytes(b"\x93NUMPY half")
-            raise DiskFull()
+            raise NoSpace()
         np.save(path, array)
 
     with pytest.MonkeyPatch.context() as mp, pytest.raises(DiskFull):
@@ -119,7 +121,7 @@ def test_failed_checkpoint_figure_and_build_writes_leave_old_files(project: Path
     # Figures: savefig dies mid-write; no PNG (or the old one) is left.
     import matplotlib.figure
 
-    from hrm import figures
+    from hrm.evaluate import figures
 
     out = project / "fig.png"
     figures.loss_trace(np.arange(1, 11), np.linspace(2, 1, 10), "t", out)
@@ -127,7 +129,7 @@ def test_failed_checkpoint_figure_and_build_writes_leave_old_files(project: Path
 
     def broken_savefig(self, fname, **kw):
         Path(fname).write_bytes(b"\x89PNG half")
-        raise DiskFull()
+        raise NoSpace()
 
     with pytest.MonkeyPatch.context() as mp, pytest.raises(DiskFull):
         mp.setattr(matplotlib.figure.Figure, "savefig", broken_savefig)
@@ -148,17 +150,17 @@ def test_corrupted_latest_checkpoint_falls_back_to_previous(project: Path, monke
         if len(saves) == 2:
             raise KeyboardInterrupt   # dies right after the epoch-2 checkpoint
 
-    monkeypatch.setattr(train.checkpoint, "save", save_twice_then_die)
+    monkeypatch.setattr(checkpoint, "save", save_twice_then_die)
     with pytest.raises(KeyboardInterrupt):
         train.train(load_params(), EXPERIMENT, SEED)
-    monkeypatch.setattr(train.checkpoint, "save", real_save)
+    monkeypatch.setattr(checkpoint, "save", real_save)
     blob = bytearray(CKPT.read_bytes())
     blob[len(blob) // 2] ^= 0xFF                                   # one flipped byte
     CKPT.write_bytes(bytes(blob))
     train.train(load_params(), EXPERIMENT, SEED)
     assert "checksum mismatch" in caplog.text and "trying the previous one" in caplog.text
     metrics = json.loads(paths.metrics_file(GROUP, EXPERIMENT, SEED).read_text())
-    assert metrics["resumed_from_epochs"] == [[1, 0]]               # resumed from the previous checkpoint
+    assert metrics["resumed_from"] == [[1, 0]]               # resumed from the previous checkpoint
     assert same(outcome(), reference)
 
 

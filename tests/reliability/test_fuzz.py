@@ -217,7 +217,7 @@ def test_fuzzed_built_data(built_digits: Path, victim: str, how: str, blob: byte
 @given(blob=st.binary(max_size=400), cut=st.floats(0, 0.99))
 def test_fuzzed_model_file(built_digits: Path, blob: bytes, cut: float) -> None:
     from hrm.config import load_params
-    from hrm.evaluate import load_model
+    from hrm.evaluate.image import load_model
 
     model_path = paths.model_file("demo", "digits-tiny", 0)
     model_path.parent.mkdir(parents=True, exist_ok=True)
@@ -247,7 +247,7 @@ def test_fuzzed_metrics_json_in_report(built_digits: Path, value: Any) -> None:
 @FUZZ
 @given(text=st.text(max_size=200))
 def test_fuzzed_training_trace_csv(built_digits: Path, text: str) -> None:
-    from hrm.evaluate import _read_csv
+    from hrm.evaluate.figures import read_trace as _read_csv
 
     path = built_digits.parent / "steps.csv"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")

@@ -2,21 +2,22 @@
 
 import re
 
-from hrm import paths, stages
+from hrm import paths, stages, studies
 from hrm.config import load_params
 
 PARAMS = load_params()
 TABLE = stages.stage_table(PARAMS)
 
 
-def _names(puzzle):
-    """A regex matching exactly the image (or puzzle) experiments: their evaluations differ."""
-    names = [e.name for e in PARAMS.experiments.values() if stages.is_puzzle(e) == puzzle]
+def _names(study):
+    """A regex matching exactly one study's experiments: their evaluations write different files."""
+    names = [e.name for e in PARAMS.experiments.values() if e.study.name == study]
     return "|".join(re.escape(n) for n in names) or "(?!)"
 
 
-IMAGE_EXPERIMENTS = _names(False)
-PUZZLE_EXPERIMENTS = _names(True)
+IMAGE_EXPERIMENTS = _names("image")
+PUZZLE_EXPERIMENTS = _names("puzzle")
+IMAGE, PUZZLE = studies.STUDIES["image"], studies.STUDIES["puzzle"]
 
 
 def train_targets(*datasets):

@@ -29,7 +29,7 @@ rule evaluate:
         lambda wc: stages.evaluate_deps(experiment(wc), int(wc.seed)),
     output:
         result=paths.EVAL,
-        figures=expand(paths.FIGURE, figure=paths.FIGURES, allow_missing=True),
+        figures=expand(paths.FIGURE, figure=IMAGE.figures, allow_missing=True),
     log:
         paths.RUN_LOG.format(verb="evaluate", root="{root}", experiment="{experiment}", seed="{seed}"),
     params:
@@ -50,7 +50,7 @@ rule evaluate_puzzle:
     output:
         result=paths.EVAL,
         predictions=paths.PREDICTIONS,
-        figures=expand(paths.FIGURE, figure=paths.PUZZLE_FIGURES, allow_missing=True),
+        figures=expand(paths.FIGURE, figure=PUZZLE.figures, allow_missing=True),
     log:
         paths.RUN_LOG.format(verb="evaluate", root="{root}", experiment="{experiment}", seed="{seed}"),
     params:

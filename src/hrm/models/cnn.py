@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hrm.data.sources import Dataset
 from hrm.models.init import lecun_normal_
-from hrm.models.registry import CNNConfig
+from hrm.models.registry import CNNConfig, Shape
 
 
 class CNN(nn.Module):
@@ -43,5 +42,6 @@ class CNN(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def build(cfg: CNNConfig, data: Dataset) -> CNN:
+def build(cfg: CNNConfig, data: Shape) -> CNN:
+    assert data.image_shape is not None, "a CNN needs Shape.image_shape"
     return CNN(cfg, data.image_shape[0], data.classes)

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from hrm.data.sources import Dataset
 from hrm.models.init import trunc_normal_
 from hrm.models.layers import Rotary, Stack, init_linears
-from hrm.models.registry import HRMCore, ImageHRMConfig, PuzzleHRMConfig, PuzzleTransformerConfig
+from hrm.models.registry import (BlockConfig, HRMCore, ImageHRMConfig, PuzzleModelConfig, PuzzleTransformerConfig,
+                                 Shape)
 
 
 @dataclass
@@ -29,11 +29,20 @@ class Carry:
 
 
 @dataclass
+class PuzzleRows:
+    """The puzzle-embedding rows a training forward used: a leaf that receives their gradient."""
+
+    ids: torch.Tensor       # (B,) puzzle id of each batch row
+    rows: torch.Tensor      # (B, D) copy of table[ids], requires_grad
+
+
+@dataclass
 class Output:
     logits: torch.Tensor                    # (B, classes) image; (B, S_tokens, vocab) puzzle
     carry: Carry
     q_halt: torch.Tensor | None = None      # (B,) puzzle only
     q_continue: torch.Tensor | None = None
+    puzzle_rows: PuzzleRows | None = None   # puzzle training only: for the sign-SGD update
 
 
 class Reasoner(nn.Module):
@@ -63,11 +72,11 @@ class Reasoner(nn.Module):
 
 
 class Direct(nn.Module):
-    """The baseline's "reasoner": all low_layers + high_layers blocks once on the input, no carry used."""
+    """The baseline's "reasoner": its `layers` blocks once on the input, no carry used."""
 
-    def __init__(self, c: HRMCore, seq_len: int) -> None:
+    def __init__(self, c: BlockConfig, layers: int, seq_len: int) -> None:
         super().__init__()
-        self.stack = Stack(c.low_layers + c.high_layers, dim=c.hidden, heads=c.heads, inner=c.mlp_inner, mlp=c.mlp,
+        self.stack = Stack(layers, dim=c.hidden, heads=c.heads, inner=c.mlp_inner, mlp=c.mlp,
                            rope=c.rope, eps=c.norm_eps, gain=c.norm_gain)
         self.rotary = Rotary(c.hidden // c.heads, seq_len, c.rope_base)
 
@@ -79,8 +88,9 @@ class Direct(nn.Module):
 class ImageHRM(nn.Module):
     """Patch embedding + CLS token -> Reasoner -> linear head on the CLS token of z_H (no ACT)."""
 
-    def __init__(self, c: ImageHRMConfig, data: Dataset) -> None:
+    def __init__(self, c: ImageHRMConfig, data: Shape) -> None:
         super().__init__()
+        assert data.image_shape is not None, "an image model needs Shape.image_shape"
         ch, h, w = data.image_shape
         if h % c.patch or w % c.patch:
             raise ValueError(f"patch {c.patch} does not tile {h}x{w} images")
@@ -128,36 +138,33 @@ class ImageHRM(nn.Module):
 class PuzzleEmbedding(nn.Module):
     """Per-puzzle prefix vectors: a zero-initialised fp32 table outside the parameters.
 
-    In training, the rows of a batch are copied into a leaf tensor that receives the gradient;
-    `hrm.optim.SignSGD` then updates only those rows of the table.
+    In training, the rows of a batch are copied into a leaf tensor that receives the gradient; it
+    comes back in `Output.puzzle_rows`, and `hrm.optim.sign_sgd_rows` updates only those table rows.
     """
 
     def __init__(self, num_ids: int, dim: int) -> None:
         super().__init__()
         self.register_buffer("table", torch.zeros(num_ids, dim))
-        self.local: torch.Tensor | None = None
-        self.ids: torch.Tensor | None = None
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, PuzzleRows | None]:
         rows = self.table[ids]
         if self.training and torch.is_grad_enabled():
-            self.local, self.ids = rows.detach().requires_grad_(True), ids
-            return self.local
-        return rows
+            leaf = rows.detach().requires_grad_(True)
+            return leaf, PuzzleRows(ids, leaf)
+        return rows, None
 
 
 class PuzzleHRM(nn.Module):
     """Token embedding with a puzzle-id prefix token, scaled by sqrt(D); LM head and Q head on z_H."""
 
-    def __init__(self, c: PuzzleHRMConfig | PuzzleTransformerConfig, vocab: int, seq_len: int,
-                 num_puzzle_ids: int) -> None:
+    def __init__(self, c: PuzzleModelConfig, vocab: int, seq_len: int, num_puzzle_ids: int) -> None:
         super().__init__()
         self.c = c
         self.embed_scale = math.sqrt(c.hidden)
         self.tokens = nn.Embedding(vocab, c.hidden)
         self.puzzle = PuzzleEmbedding(num_puzzle_ids, c.hidden)
-        direct = isinstance(c, PuzzleTransformerConfig)
-        self.reasoner = Direct(c, seq_len + 1) if direct else Reasoner(c, seq_len + 1)
+        self.reasoner = (Direct(c, c.layers, seq_len + 1) if isinstance(c, PuzzleTransformerConfig)
+                         else Reasoner(c, seq_len + 1))
         self.lm_head = nn.Linear(c.hidden, vocab, bias=False)
         self.q_head = nn.Linear(c.hidden, 2, bias=True)
         self.register_buffer("z0_h", torch.zeros(c.hidden))
@@ -176,23 +183,21 @@ class PuzzleHRM(nn.Module):
         shape = (batch, seq_len + 1, self.c.hidden)
         return Carry(self.z0_h.expand(shape), self.z0_l.expand(shape))
 
-    def embed(self, inputs: torch.Tensor, puzzle_ids: torch.Tensor) -> torch.Tensor:
-        prefix = self.puzzle(puzzle_ids).unsqueeze(1).to(self.tokens.weight.dtype)   # (B, 1, D)
-        return self.embed_scale * torch.cat([prefix, self.tokens(inputs)], dim=1)      # (B, 1 + S, D)
+    def embed(self, inputs: torch.Tensor, puzzle_ids: torch.Tensor) -> tuple[torch.Tensor, PuzzleRows | None]:
+        rows, touched = self.puzzle(puzzle_ids)
+        prefix = rows.unsqueeze(1).to(self.tokens.weight.dtype)                            # (B, 1, D)
+        return self.embed_scale * torch.cat([prefix, self.tokens(inputs)], dim=1), touched  # (B, 1 + S, D)
 
     def segment(self, carry: Carry, inputs: torch.Tensor, puzzle_ids: torch.Tensor) -> Output:
-        carry = self.reasoner(carry, self.embed(inputs, puzzle_ids))
+        x, touched = self.embed(inputs, puzzle_ids)
+        carry = self.reasoner(carry, x)
         q = self.q_head(carry.z_h[:, 0]).float()
-        return Output(self.lm_head(carry.z_h[:, 1:]), carry, q[:, 0], q[:, 1])
+        return Output(self.lm_head(carry.z_h[:, 1:]), carry, q[:, 0], q[:, 1], touched)
 
 
-def build(c: ImageHRMConfig | PuzzleHRMConfig, data: Dataset) -> nn.Module:
+def build(c: ImageHRMConfig | PuzzleModelConfig, data: Shape) -> nn.Module:
     if isinstance(c, ImageHRMConfig):
         return ImageHRM(c, data)
-    raise ValueError("puzzle HRMs are built with build_puzzle(cfg, vocab, seq_len, num_puzzle_ids)")
-
-
-def build_puzzle(c: PuzzleHRMConfig | PuzzleTransformerConfig, vocab: int, seq_len: int,
-                 num_puzzle_ids: int) -> PuzzleHRM:
-    return PuzzleHRM(c, vocab, seq_len, num_puzzle_ids)
-
+    if not data.seq_len or not data.puzzle_ids:
+        raise ValueError("a puzzle model needs Shape.seq_len and Shape.puzzle_ids")
+    return PuzzleHRM(c, data.classes, data.seq_len, data.puzzle_ids)

@@ -1,8 +1,10 @@
 """Model registry: `kind` in params.yaml -> config dataclass, constructor, parameter-count formula.
 
+Every kind, image or puzzle, is built here from its config and a `Shape` (the few facts of the data
+a model needs), so no model imports a data module and no verb builds a model its own way.
 The formulas let `hrm describe` report exact trainable parameter counts without importing torch
 (~3 s here); tests check that each formula equals the count of the model it builds.
-Add a model by adding its config class, its module (with `build(cfg, dataset)`) and its formula.
+Add a model by adding its config class, its module (with `build(cfg, shape)`) and its formula.
 """
 
 from __future__ import annotations
@@ -12,11 +14,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from hrm.config import spec
-from hrm.data.sources import Dataset
+from hrm.fields import spec
 
 if TYPE_CHECKING:
     from torch import nn
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a model needs to know about its data: image (channels, height, width) or token sequences."""
+
+    classes: int                                     # image classes, or the token vocabulary
+    image_shape: tuple[int, int, int] | None = None  # image study
+    seq_len: int = 0                                 # puzzle study: tokens per example
+    puzzle_ids: int = 0                              # puzzle study: rows of the puzzle-embedding table
 
 
 @dataclass(frozen=True)
@@ -30,7 +41,8 @@ class CNNConfig:
     bn_eps: float = spec("BatchNorm epsilon", gt=0)
 
 
-def _cnn_params(cfg: CNNConfig, data: Dataset) -> int:
+def _cnn_params(cfg: CNNConfig, data: Shape) -> int:
+    assert data.image_shape is not None
     total, c_in = 0, data.image_shape[0]
     for width in cfg.widths:
         for _ in range(cfg.convs_per_stage):
@@ -40,8 +52,8 @@ def _cnn_params(cfg: CNNConfig, data: Dataset) -> int:
 
 
 @dataclass(frozen=True)
-class HRMCore:
-    """Fields shared by both HRM studies (REFERENCE I.3, II.2); paper symbols in the docs."""
+class BlockConfig:
+    """The transformer block shared by every model of both studies (REFERENCE I.3, II.2)."""
 
     hidden: int = spec("D, model width", ge=2)
     heads: int = spec("attention heads (head dim = hidden / heads, even for RoPE)", ge=1)
@@ -51,10 +63,20 @@ class HRMCore:
     norm_eps: float = spec("RMSNorm epsilon", gt=0)
     rope: Literal["interleaved", "half"] = spec("RoPE pairing: interleaved (Flax) or rotate-half (HRM)")
     rope_base: float = spec("RoPE base", gt=1)
+
+
+@dataclass(frozen=True)
+class HRMCore(BlockConfig):
+    """The two recurrent modules and their schedule; paper symbols in the docs."""
+
     low_layers: int = spec("blocks in f_L", ge=1)
     high_layers: int = spec("blocks in f_H", ge=1)
     high_cycles: int = spec("N, high-level cycles per segment", ge=1)
     low_steps: int = spec("T, low-level steps per high cycle", ge=1)
+
+    @property
+    def layers(self) -> int:
+        return self.low_layers + self.high_layers
 
 
 @dataclass(frozen=True)
@@ -77,58 +99,61 @@ class PuzzleHRMConfig(HRMCore):
 
 
 @dataclass(frozen=True)
-class PuzzleTransformerConfig(HRMCore):
-    """The direct-prediction baseline (REFERENCE II.1): the same blocks run once, no recursion.
+class PuzzleTransformerConfig(BlockConfig):
+    """The direct-prediction baseline (REFERENCE II.1): one stack of `layers` blocks run once.
 
-    It keeps HRMCore's fields so that one params entry differs from the HRM's only in `kind`;
-    low_layers + high_layers blocks run in one stack (8 for the 27M preset, the same parameter
-    count), high_cycles and low_steps are ignored, and ACT is fixed to one segment.
+    Same front end and heads as the puzzle HRM; no recursion and one segment, so it has no
+    cycle, step or halting keys (8 layers = the 27M HRM's 4 + 4 blocks, the same parameter count).
     """
 
     kind: Literal["transformer-puzzle"] = spec("model family")
-    halt_max_steps: int = spec("must be 1: one forward pass", ge=1, le=1)
-    halt_exploration: float = spec("must be 0", ge=0, le=0)
+    layers: int = spec("blocks in the one stack", ge=1)
+
+    halt_max_steps = 1            # one forward pass: what the ACT code reads (not a params key)
+    halt_exploration = 0.0
 
 
-def _block_params(c: HRMCore) -> int:
+ModelConfig = CNNConfig | ImageHRMConfig | PuzzleHRMConfig | PuzzleTransformerConfig
+PuzzleModelConfig = PuzzleHRMConfig | PuzzleTransformerConfig
+
+
+def _block_params(c: BlockConfig) -> int:
     d, i = c.hidden, c.mlp_inner
     return 3 * d * d + d * d + 2 * d * i + i * d + (2 * d if c.norm_gain else 0)
 
 
-def _image_hrm_params(c: ImageHRMConfig, data: Dataset) -> int:
-    ch = data.image_shape[0]
-    patch_in = c.patch * c.patch * ch
-    return patch_in * c.hidden + c.hidden + (c.low_layers + c.high_layers) * _block_params(c) + c.hidden * data.classes
+def _image_hrm_params(c: ImageHRMConfig, data: Shape) -> int:
+    assert data.image_shape is not None
+    patch_in = c.patch * c.patch * data.image_shape[0]
+    return patch_in * c.hidden + c.hidden + c.layers * _block_params(c) + c.hidden * data.classes
 
 
-def puzzle_hrm_params(c: PuzzleHRMConfig | PuzzleTransformerConfig, vocab: int) -> int:
+def _puzzle_params(c: PuzzleModelConfig, data: Shape) -> int:
     """Token embedding + blocks + LM head + Q head (with bias); the puzzle-id table is not counted."""
-    return 2 * vocab * c.hidden + (c.low_layers + c.high_layers) * _block_params(c) + 2 * c.hidden + 2
+    return 2 * data.classes * c.hidden + c.layers * _block_params(c) + 2 * c.hidden + 2
 
 
 @dataclass(frozen=True)
 class ModelEntry:
     config: type
     module: str                                      # imported lazily: it imports torch
-    count: Callable[[Any, Dataset], int]
+    count: Callable[[Any, Shape], int]
 
 
 MODELS: dict[str, ModelEntry] = {
     "cnn": ModelEntry(CNNConfig, "hrm.models.cnn", _cnn_params),
     "hrm-image": ModelEntry(ImageHRMConfig, "hrm.models.hrm", _image_hrm_params),
-    "hrm-puzzle": ModelEntry(PuzzleHRMConfig, "hrm.models.hrm",
-                             lambda c, data: puzzle_hrm_params(c, data.classes)),
-    "transformer-puzzle": ModelEntry(PuzzleTransformerConfig, "hrm.models.hrm",
-                                     lambda c, data: puzzle_hrm_params(c, data.classes)),
+    "hrm-puzzle": ModelEntry(PuzzleHRMConfig, "hrm.models.hrm", _puzzle_params),
+    "transformer-puzzle": ModelEntry(PuzzleTransformerConfig, "hrm.models.hrm", _puzzle_params),
 }
 MODEL_CONFIGS = {kind: entry.config for kind, entry in MODELS.items()}
 
 
-def build_model(cfg: Any, data: Dataset) -> nn.Module:
+def build_model(cfg: ModelConfig, data: Shape) -> nn.Module:
     """Construct the model for `cfg` (weights drawn later by its `init_weights(generator)`)."""
     return importlib.import_module(MODELS[cfg.kind].module).build(cfg, data)
 
 
-def count_params(cfg: Any, data: Dataset) -> int:
+def count_params(cfg: ModelConfig, data: Shape) -> int:
     """Exact trainable parameter count, from the formula (no torch import)."""
     return MODELS[cfg.kind].count(cfg, data)

@@ -18,7 +18,7 @@ import torch
 from hrm import paths
 from hrm.errors import DataError
 from hrm.losses import IGNORE_LABEL
-from hrm.puzzles.layout import AUGMENTATIONS, PuzzleSplit, load_split, read_build_info
+from hrm.data.puzzles.layout import AUGMENTATIONS, PuzzleSplit, load_split, read_build_info
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from hrm.errors import DataError
-from hrm.puzzles import dihedral
+from hrm.data.puzzles import dihedral
 
 GRID = 30                            # canvas side
 COLORS = 10

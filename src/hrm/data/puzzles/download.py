@@ -25,7 +25,7 @@ from hrm.atomic import atomic_dir, atomic_path, write_json
 from hrm.data.download import TIMEOUT_S, local_dirs
 from hrm.data.sources import DATA_DIR_ENV
 from hrm.errors import DataError
-from hrm.puzzles.sources import PUZZLES, ArckitSubset, ArcSource, CsvSource, Generated
+from hrm.data.puzzles.sources import PUZZLES, ArckitSubset, ArcSource, CsvSource, Generated
 
 log = logging.getLogger("hrm")
 LOCK = Path("workflow/sources.lock")

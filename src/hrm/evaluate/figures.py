@@ -1,7 +1,9 @@
-"""Per-run figures of the image study (REFERENCE I.6): loss trace, accuracy curves, confusion, errors."""
+"""Per-run figures (REFERENCE I.6): loss trace, accuracy curves, confusion, errors (image study) and
+the inference-time scaling curve (reasoning study); and the reader of the training traces they draw."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +14,24 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from hrm.atomic import atomic_path  # noqa: E402
+from hrm.errors import DataError  # noqa: E402
 
 MOVING_AVERAGE_STEPS = 50
+
+
+def read_trace(path: Path, columns: dict[str, type]) -> list[dict[str, float]]:
+    """Rows of a training trace (history.csv, steps.csv) with the given numeric columns; else a DataError."""
+    try:
+        with open(path, newline="") as fh:
+            rows = [{c: kind(r[c]) for c, kind in columns.items()} for r in csv.DictReader(fh)]
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing; run `hrm train` for this run first") from None
+    except (KeyError, TypeError, ValueError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: malformed training trace ({type(exc).__name__}: {exc}); "
+                        f"run `hrm train` for this run again") from None
+    if not rows:
+        raise DataError(f"{path}: no rows; run `hrm train` for this run again")
+    return rows
 
 
 def _save(fig: plt.Figure, path: Path) -> None:

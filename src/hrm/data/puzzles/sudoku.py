@@ -111,42 +111,11 @@ def generate(seed: int) -> tuple[np.ndarray, np.ndarray, int]:
     return puzzle, solution, solve(puzzle, limit=2).guesses
 
 
-@dataclass(frozen=True)
-class Shuffle:
-    """Digit relabelling, optional transpose, band/row and stack/column permutations."""
-
-    digits: np.ndarray        # (10,) with digits[0] = 0
-    transpose: bool
-    rows: np.ndarray          # (9,) new row r takes old row rows[r]
-    cols: np.ndarray
-
-
-def random_shuffle(rng: np.random.Generator) -> Shuffle:
-    digits = np.concatenate([[0], rng.permutation(9) + 1])
-    def lines() -> np.ndarray:
-        return np.concatenate([3 * band + rng.permutation(3) for band in rng.permutation(3)])
-    return Shuffle(digits, bool(rng.random() < 0.5), lines(), lines())
-
-
-def apply(grid: np.ndarray, s: Shuffle) -> np.ndarray:
-    g = np.asarray(grid).reshape(9, 9)
-    g = g.T if s.transpose else g
-    return s.digits[g[s.rows][:, s.cols]].ravel()
-
-
-def invert(grid: np.ndarray, s: Shuffle) -> np.ndarray:
-    g = np.argsort(s.digits)[np.asarray(grid).reshape(9, 9)]
-    out = np.empty_like(g)
-    out[np.ix_(s.rows, s.cols)] = g
-    return (out.T if s.transpose else out).ravel()
-
-
 def shuffle_batch(count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """`count` random shuffles as (cell sources (count, 81), digit maps (count, 10)), vectorised.
 
     A shuffled grid is digits[k][grid[cells[k]]]; the same pair shuffles a puzzle and its solution.
-    Same distribution as `random_shuffle`: transpose with p = 0.5, bands and rows in band, stacks
-    and columns in stack, digits 1-9 relabelled.
+    Transpose with p = 0.5, bands and rows in band, stacks and columns in stack, digits 1-9 relabelled.
     """
     def lines() -> np.ndarray:
         bands = rng.random((count, 3)).argsort(axis=1)

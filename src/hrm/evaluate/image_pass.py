@@ -1,0 +1,36 @@
+"""The image test-set pass, shared by training (its per-epoch test score) and `hrm evaluate`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+
+import numpy as np
+import torch
+
+from hrm.data import build as built
+
+
+class Normalizer:
+    """uint8 images -> float, (x / pixel_max - mean) / std per channel, folded into one multiply-add."""
+
+    def __init__(self, data: built.ImageData, device: torch.device) -> None:
+        scale = 1.0 / (data.pixel_max * data.std.astype(np.float64))
+        shift = -data.mean.astype(np.float64) / data.std.astype(np.float64)
+        self.scale = torch.tensor(scale, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.shift = torch.tensor(shift, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float() * self.scale + self.shift
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, x: torch.Tensor, normalize: Normalizer, batch_size: int,
+            autocast: Callable[[], AbstractContextManager] = nullcontext) -> torch.Tensor:
+    """Class predictions for every row of `x`, in sequential batches, in eval mode."""
+    was_training = model.training
+    model.eval()
+    with autocast():
+        preds = [model(normalize(x[i:i + batch_size])).argmax(-1) for i in range(0, len(x), batch_size)]
+    model.train(was_training)
+    return torch.cat(preds)

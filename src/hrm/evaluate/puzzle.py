@@ -1,0 +1,130 @@
+"""`hrm evaluate` for the reasoning study: scores at several M_max, ARC voting, predictions, figures.
+
+Writes eval.json (exact and token accuracy for every segment count in
+`recipes.<r>.eval_halt_steps` plus the trained M_max; for ARC also pass@1/2/10/100/1000, strict
+and with partial credit, from `hrm.evaluate.voting`), predictions.json (ARC: Kaggle's submission
+format, two attempts per test input; Sudoku and mazes: the first failed test examples), and the
+loss, accuracy and scaling figures. Votes come from this checkpoint only.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hrm import checkpoint, paths, provenance, studies
+from hrm.atomic import write_json
+from hrm.config import Experiment, Params, PuzzleRecipe
+from hrm.data.puzzles import stream
+from hrm.evaluate import figures
+from hrm.evaluate.puzzle_pass import predict_segments, score_puzzles
+from hrm.evaluate.voting import HEADLINE_K, Votes, arc_scores, submission
+from hrm.gpu import autocast, resolve_device
+from hrm.models.registry import build_model
+
+log = logging.getLogger("hrm")
+FAILED_KEPT = 32
+
+
+def load_model(params: Params, name: str, seed: int, data: stream.PuzzleData, device: torch.device) -> torch.nn.Module:
+    exp = params.experiment(name)
+    model = checkpoint.load_model_file(paths.model_file(exp.group, name, seed),
+                                       build_model(exp.model, studies.shape(exp.dataset, data.num_ids)),
+                                       f"hrm train {name} --seed {seed}")
+    return model.to(device)
+
+
+def arc_votes(data: stream.PuzzleData, segments: list[int]) -> tuple[dict[int, Votes], Any]:
+    """One Votes per segment count, and the `each` callback that fills them from scored batches."""
+    assert data.augmentations is not None
+    votes = {m: Votes() for m in segments}
+    task_of, test_index, ids = stream.example_tasks(data)
+
+    def each(m: int, idx: np.ndarray, pred: torch.Tensor, conf: torch.Tensor) -> None:
+        pred_np, conf_np = pred.to(torch.uint8).cpu().numpy(), conf.cpu().numpy()
+        for j, e in enumerate(idx):
+            aug = data.augmentations[ids[e]]
+            votes[m].add(int(task_of[e]), int(test_index[e]), pred_np[j], int(aug[0]), aug[1:], float(conf_np[j]))
+
+    return votes, each
+
+
+def evaluate(params: Params, name: str, seed: int) -> Path:
+    exp = params.experiment(name)
+    assert isinstance(exp.recipe, PuzzleRecipe)
+    device = resolve_device(params.runtime.device)
+    data = stream.load(exp.dataset)
+    model = load_model(params, name, seed, data, device)
+    trained = exp.model.halt_max_steps
+    segments = sorted(set(exp.recipe.eval_halt_steps) | {trained})
+    amp = autocast(device, params.runtime.precision)
+    votes, each = arc_votes(data, segments) if data.tasks is not None else ({}, None)
+    scores = score_puzzles(model, data.test, exp.recipe.eval_batch_size, device, amp, segments, each)
+    by_segments: dict[str, dict[str, Any]] = {}
+    for m, r in scores.items():
+        if data.tasks is not None:
+            answers = [[np.array(a, np.uint8) for a in task] for task in data.tasks["answers"].values()]
+            r = r | arc_scores(votes[m], answers) | {"headline_name": f"pass@{HEADLINE_K}"}
+            r["headline"] = r[f"pass@{HEADLINE_K}"]
+        else:
+            r = r | {"headline": r["exact_acc"], "headline_name": "exact_acc"}
+        by_segments[str(m)] = r
+    head = by_segments[str(trained)]
+    result = {"experiment": name, "seed": seed, "dataset": exp.dataset, "test_examples": len(data.test.inputs),
+              "trained_halt_max_steps": trained, "headline_name": head["headline_name"],
+              "test_acc": head["headline"], "by_segments": by_segments,
+              "provenance": provenance.record(exp.params_hash())}
+    g = exp.group
+    if data.tasks is not None:
+        names = list(data.tasks["answers"])
+        answers = [[np.array(a, np.uint8) for a in data.tasks["answers"][n]] for n in names]
+        write_json(paths.predictions_file(g, name, seed), submission(votes[trained], names, answers))
+    else:
+        write_json(paths.predictions_file(g, name, seed), failed_examples(model, data, exp, device, amp))
+    out = paths.eval_file(g, name, seed)
+    write_json(out, result)
+    draw_figures(g, name, seed, result)
+    log.info("%s seed %d: test %s %.4f at M_max=%d; by segments: %s", name, seed, head["headline_name"],
+             head["headline"], trained, {m: round(s["headline"], 4) for m, s in by_segments.items()})
+    return out
+
+
+@torch.no_grad()
+def failed_examples(model: torch.nn.Module, data: stream.PuzzleData, exp: Experiment, device: torch.device,
+                    amp: AbstractContextManager) -> dict:
+    """The first test examples the model gets wrong at M_max (token strings), for the audit."""
+    split, failed = data.test, []
+    puzzle_of = stream.example_puzzles(split)
+    batch = exp.recipe.eval_batch_size
+    for start in range(0, len(split.inputs), batch):
+        idx = np.arange(start, min(len(split.inputs), start + batch))
+        _, pred, _, _ = next(iter(predict_segments(model, split, idx, puzzle_of, device, amp,
+                                                   {exp.model.halt_max_steps})))
+        pred = pred.cpu().numpy()
+        wrong = np.flatnonzero((pred != np.asarray(split.labels[idx])).any(axis=1))
+        failed += [{"index": int(idx[j]), "input": np.asarray(split.inputs[idx[j]]).tolist(),
+                    "label": np.asarray(split.labels[idx[j]]).tolist(), "prediction": pred[j].tolist()}
+                   for j in wrong[:FAILED_KEPT - len(failed)]]
+        if len(failed) >= FAILED_KEPT:
+            break
+    return {"note": "token ids (see the data set's dataset.json); the first failures at M_max", "failed": failed}
+
+
+def draw_figures(group: str, name: str, seed: int, result: dict) -> None:
+    out = {f: paths.figure_file(group, name, seed, f) for f in paths.PUZZLE_FIGURES}
+    title = f"{name} seed {seed}"
+    steps = figures.read_trace(paths.steps_file(group, name, seed), {"step": int, "loss": float})
+    figures.loss_trace(np.array([r["step"] for r in steps]), np.array([r["loss"] for r in steps]), title, out["loss"])
+    history = figures.read_trace(paths.history_file(group, name, seed),
+                                 {"step": int, "train_acc": float, "test_acc": float})
+    figures.accuracy_curves([{**r, "epoch": r["step"]} for r in history], title + " (x: optimizer step)",
+                            out["accuracy"])
+    by = result["by_segments"]
+    m = sorted(int(k) for k in by)
+    figures.scaling_curve(m, [by[str(k)]["headline"] for k in m], result["headline_name"],
+                          result["trained_halt_max_steps"], title, out["scaling"])

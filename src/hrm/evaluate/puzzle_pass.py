@@ -1,0 +1,65 @@
+"""The puzzle test-set pass, shared by training (its periodic test score) and `hrm evaluate`.
+
+Every segment runs from the initial state (no halting, REFERENCE II.3); the predictions after
+segment m are what the model gives with M_max = m, so one pass scores the inference-time scaling
+curve. Exact accuracy (every supervised token right) and token accuracy; a caller that votes
+(ARC) receives every batch's predictions through `each`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
+
+import numpy as np
+import torch
+
+from hrm.data.puzzles import stream
+from hrm.data.puzzles.layout import PuzzleSplit
+from hrm.losses import IGNORE_LABEL
+
+
+@torch.no_grad()
+def predict_segments(model: torch.nn.Module, split: PuzzleSplit, idx: np.ndarray, puzzle_of: np.ndarray,
+                     device: torch.device, autocast: AbstractContextManager, wanted: set[int]
+                     ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """For each wanted segment count m: (m, argmax tokens, sigmoid(q_halt), labels) of examples `idx`."""
+    x, y, pid = stream.tensors(split, idx, puzzle_of, device)
+    carry = model.initial_carry(*x.shape)
+    for m in range(1, max(wanted) + 1):
+        with autocast:
+            out = model.segment(carry, x, pid)
+        carry = out.carry
+        if m in wanted:
+            yield m, out.logits.argmax(-1), torch.sigmoid(out.q_halt.float()), y
+
+
+# Sees each scored batch: (segments, example indices, predicted tokens, confidences), on the device.
+EachBatch = Callable[[int, np.ndarray, torch.Tensor, torch.Tensor], None]
+
+
+def score_puzzles(model: torch.nn.Module, split: PuzzleSplit, batch: int, device: torch.device,
+                  autocast: AbstractContextManager, segments: Iterable[int], each: EachBatch | None = None
+                  ) -> dict[int, dict[str, float]]:
+    """Exact and token accuracy of every test example after each segment count in `segments`."""
+    was_training = model.training
+    model.eval()
+    wanted = set(segments)
+    puzzle_of = stream.example_puzzles(split)
+    exact = dict.fromkeys(wanted, 0)
+    tokens_right = dict.fromkeys(wanted, 0)
+    tokens_total, n = 0, len(split.inputs)
+    for start in range(0, n, batch):
+        idx = np.arange(start, min(n, start + batch))
+        for m, pred, conf, y in predict_segments(model, split, idx, puzzle_of, device, autocast, wanted):
+            valid = y != IGNORE_LABEL
+            right = (pred == y) & valid
+            exact[m] += int((right.sum(-1) == valid.sum(-1)).sum())
+            tokens_right[m] += int(right.sum())
+            if m == max(wanted):
+                tokens_total += int(valid.sum())
+            if each is not None:
+                each(m, idx, pred, conf)
+    model.train(was_training)
+    return {m: {"exact_acc": exact[m] / n, "token_acc": tokens_right[m] / max(1, tokens_total)}
+            for m in sorted(wanted)}

@@ -1,0 +1,81 @@
+"""ARC evaluation by voting (REFERENCE II.4): the one implementation, used by `hrm evaluate` and the tests.
+
+Each augmented version's prediction is cropped from the 30x30 canvas, mapped back to the original
+task (inverse dihedral transform, then inverse colour map), and counted. Answers are ranked by
+(votes, mean sigmoid(q_halt)); pass@K counts a task solved when every one of its test inputs has
+its true answer among the top K (HRM), or credits each test input on its own (TRM's partial
+credit). Votes come from one checkpoint only: they never accumulate across checkpoints.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from hrm.data.puzzles.arc import COLOR_OFFSET, GRID, invert_answer
+
+PASS_AT = (1, 2, 10, 100, 1000)
+HEADLINE_K = 2                     # the paper's ARC number is pass@2
+
+
+def crop(tokens: np.ndarray) -> np.ndarray:
+    """The top-left grid of a 30x30 token canvas, up to the first PAD/EOS in row 0 and column 0, as colours."""
+    stop_col = np.flatnonzero(tokens[0] < COLOR_OFFSET)
+    stop_row = np.flatnonzero(tokens[:, 0] < COLOR_OFFSET)
+    w = int(stop_col[0]) if len(stop_col) else tokens.shape[1]
+    h = int(stop_row[0]) if len(stop_row) else tokens.shape[0]
+    grid = tokens[:h, :w]
+    if (grid < COLOR_OFFSET).any():                  # a hole inside: cut at the first bad row
+        bad_rows = np.flatnonzero((grid < COLOR_OFFSET).any(axis=1))
+        grid = grid[: bad_rows[0]]
+    return grid.astype(np.int64) - COLOR_OFFSET
+
+
+class Votes:
+    """Per (task, test input): distinct original-space answers with vote count and summed confidence."""
+
+    def __init__(self) -> None:
+        self.tally: dict[tuple[int, int], dict[bytes, list]] = defaultdict(dict)
+
+    def add(self, task: int, test_index: int, tokens: np.ndarray, trans: int, colors: np.ndarray,
+            confidence: float) -> None:
+        """One version's prediction: `tokens` (900,) or (30, 30), made under dihedral `trans` and colour map `colors`."""
+        grid = invert_answer(crop(np.asarray(tokens).reshape(GRID, GRID)).astype(np.uint8), trans, colors)
+        key = bytes([grid.shape[0], grid.shape[1] if grid.size else 0]) + grid.tobytes()
+        entry = self.tally[(task, test_index)].setdefault(key, [0, 0.0, grid])
+        entry[0] += 1
+        entry[1] += confidence
+
+    def ranked(self, task: int, test_index: int) -> list[np.ndarray]:
+        """Distinct answers, most votes first; ties broken by the higher mean confidence."""
+        answers = self.tally.get((task, test_index), {}).values()
+        return [a[2] for a in sorted(answers, key=lambda a: (a[0], a[1] / a[0]), reverse=True)]
+
+
+def arc_scores(votes: Votes, answers: list[list[np.ndarray]]) -> dict[str, float]:
+    """pass@K all-or-nothing per task (HRM) and with partial credit per test input (TRM), K in PASS_AT."""
+    out: dict[str, float] = {}
+    for k in PASS_AT:
+        strict, partial = [], []
+        for task, truths in enumerate(answers):
+            hits = [any(p.shape == t.shape and np.array_equal(p, t) for p in votes.ranked(task, i)[:k])
+                    for i, t in enumerate(truths)]
+            strict.append(all(hits))
+            partial.append(sum(hits) / len(hits))
+        out[f"pass@{k}"] = float(np.mean(strict))
+        out[f"partial_pass@{k}"] = float(np.mean(partial))
+    return out
+
+
+def submission(votes: Votes, names: list[str], answers: list[list[np.ndarray]]) -> dict[str, list[dict]]:
+    """Kaggle's format: per task, per test input, two attempts (the top two voted answers)."""
+    out = {}
+    for task, name in enumerate(names):
+        entries = []
+        for i in range(len(answers[task])):
+            top = [a.tolist() for a in votes.ranked(task, i)[:2]] or [[[0]]]
+            top += top[:1] * (2 - len(top))
+            entries.append({"attempt_1": top[0], "attempt_2": top[1]})
+        out[name] = entries
+    return out

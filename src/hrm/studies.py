@@ -1,0 +1,76 @@
+"""The two studies as one table: which data sets, models, recipes and modules each verb uses.
+
+"Which study" is decided here, once, from a data set's name; the CLI, the stage table and the
+params validation look the answer up instead of branching. Each verb module named here offers
+the same function (`download(name, source)`, `build(name)`, `train(params, name, seed)`,
+`evaluate(params, name, seed)`), so a verb runs any study the same way.
+No torch here: `hrm check`, `describe` and the stage table stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections import ChainMap
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from hrm import paths
+from hrm.data.puzzles.sources import PUZZLES
+from hrm.data.sources import DATASETS
+from hrm.errors import ConfigError
+from hrm.fields import closest
+from hrm.models.registry import Shape
+
+VERBS = ("download", "build", "train", "evaluate")
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    paper: str                                   # the study's source (REFERENCE section)
+    datasets: Mapping[str, Any]                  # name -> hrm.data.sources.Dataset | PuzzleSet
+    modules: Mapping[str, str]                   # verb -> module offering the verb's function
+    model_kinds: tuple[str, ...]
+    recipe_kind: str | None                      # the `kind` its recipes carry (None: no kind key)
+    modes: tuple[str, ...]                       # fidelity modes its code reads; () = no `mode` key
+    figures: tuple[str, ...]                     # per-run figures `evaluate` draws
+    predictions: bool                            # `evaluate` writes predictions.json
+    shape: Callable[[Any, int], Shape]           # (data-set spec, puzzle ids) -> what a model needs
+
+    def verb(self, verb: str) -> Callable[..., Any]:
+        """The verb's function (imports its module, and torch with it, only now)."""
+        return getattr(importlib.import_module(self.modules[verb]), verb)
+
+
+STUDIES: dict[str, Study] = {
+    "image": Study(
+        name="image", paper="REFERENCE I (Mantzaris, arXiv 2510.03598)", datasets=DATASETS,
+        modules={"download": "hrm.data.download", "build": "hrm.data.build", "train": "hrm.train.image",
+                 "evaluate": "hrm.evaluate.image"},
+        model_kinds=("cnn", "hrm-image"), recipe_kind=None, modes=("faithful", "corrected"),
+        figures=paths.FIGURES, predictions=False,
+        shape=lambda d, ids: Shape(classes=d.classes, image_shape=d.image_shape)),
+    "puzzle": Study(
+        name="puzzle", paper="REFERENCE II (Wang et al., arXiv 2506.21734)", datasets=PUZZLES,
+        modules={"download": "hrm.data.puzzles.download", "build": "hrm.data.puzzles.build",
+                 "train": "hrm.train.puzzle", "evaluate": "hrm.evaluate.puzzle"},
+        model_kinds=("hrm-puzzle", "transformer-puzzle"), recipe_kind="puzzle", modes=(),
+        figures=paths.PUZZLE_FIGURES, predictions=True,
+        shape=lambda d, ids: Shape(classes=d.classes, seq_len=d.seq_len, puzzle_ids=ids)),
+}
+# A live view (not a copy): tests may add a data set to a study's table.
+ALL_DATASETS: Mapping[str, Any] = ChainMap(*(s.datasets for s in STUDIES.values()))  # type: ignore[arg-type]
+
+
+def of_dataset(name: str) -> Study:
+    for study in STUDIES.values():
+        if name in study.datasets:
+            return study
+    raise ConfigError(f"dataset {name!r} is unknown{closest(name, ALL_DATASETS)}; known: {', '.join(ALL_DATASETS)}")
+
+
+def shape(dataset: str, puzzle_ids: int = 1) -> Shape:
+    """The model-facing facts of a data set (puzzle ids only matter for building, not counting)."""
+    study = of_dataset(dataset)
+    return study.shape(study.datasets[dataset], puzzle_ids)

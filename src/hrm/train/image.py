@@ -1,0 +1,247 @@
+"""`hrm train` for the image study (REFERENCE I.2-I.5): CNN and image HRM, one epoch loop.
+
+The whole data set sits on the device as uint8 and is normalised per batch; the only host->device
+copy per epoch is the shuffled index order (numpy PCG64 seeded with seed + epoch, as the author
+code). The test set is evaluated after every epoch, where a checkpoint is written (and mid-epoch
+on SIGTERM/SIGINT). What one batch does: `classifier_step` (CNN) or `hrm_image_step` (deep
+supervision, an update after each segment), with the author code's quirks in faithful mode (I.5).
+Lock, signals, OOM, checkpoint and output files: `hrm.train.run`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hrm import studies
+from hrm.checkpoint import RunState
+from hrm.config import Experiment, ImageRecipe, Params
+from hrm.data import build as built
+from hrm.errors import NumericalError
+from hrm.evaluate.image_pass import Normalizer, predict
+from hrm.gpu import autocast, synchronize
+from hrm.models.layers import Stack
+from hrm.models.registry import build_model, count_params
+from hrm.optim import adamw, lr_at, set_lr
+from hrm.progress import Progress
+from hrm.train.run import Run
+
+log = logging.getLogger("hrm")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Learning rate as a function of the optimizer step (REFERENCE I.3: sized in steps)."""
+
+    recipe: ImageRecipe
+    total: int
+    warmup: int
+
+    def __call__(self, step: int) -> float:
+        r = self.recipe
+        return lr_at(step, peak=r.lr, total=self.total, warmup=self.warmup, floor=r.lr_floor)
+
+
+@dataclass
+class StepContext:
+    """What a batch step needs besides the batch: the recipe, the LR per update, precision."""
+
+    recipe: ImageRecipe
+    schedule: Schedule
+    state: RunState                   # its `step` is the one update counter
+    device: torch.device
+    precision: str
+    post_update_acc: bool             # faithful HRM-CIFAR quirk: accuracy of a re-run after the updates
+
+    def update(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        """Backward, global-norm clip, then one optimizer step at lr_at(updates)."""
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.recipe.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), self.recipe.grad_clip)
+        set_lr(optimizer, self.schedule(self.state.step))
+        optimizer.step()
+        self.state.step += 1
+
+    def autocast(self) -> torch.autocast:
+        return autocast(self.device, self.precision)
+
+
+# One batch: returns (mean loss, number of correct predictions) as device tensors.
+BatchStep = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.optim.Optimizer, StepContext],
+                     tuple[torch.Tensor, torch.Tensor]]
+
+
+def classifier_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
+                    ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain supervised step; accuracy is train-mode, measured before the update (author's CNN)."""
+    with ctx.autocast():
+        logits = model(x)
+    loss = F.cross_entropy(logits.float(), y, label_smoothing=ctx.recipe.label_smoothing)
+    ctx.update(model, optimizer, loss)
+    return loss.detach(), (logits.detach().argmax(-1) == y).sum()
+
+
+def hrm_image_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
+                   ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deep supervision (REFERENCE I.3): M segments from the initial state, one update after EACH."""
+    carry = model.initial_carry(len(x))
+    losses, hits = [], []
+    for _ in range(model.c.train_segments):
+        with ctx.autocast():
+            out = model.segment(carry, x)
+        loss = F.cross_entropy(out.logits.float(), y, label_smoothing=ctx.recipe.label_smoothing)
+        ctx.update(model, optimizer, loss)
+        carry = out.carry.detach()          # no gradient crosses a segment boundary
+        losses.append(loss.detach())
+        hits.append((out.logits.detach().argmax(-1) == y).sum())
+    if ctx.post_update_acc:
+        with torch.no_grad(), ctx.autocast():
+            return torch.stack(losses).mean(), (model(x).argmax(-1) == y).sum()
+    return torch.stack(losses).mean(), torch.stack(hits).float().mean()
+
+
+BATCH_STEPS: dict[str, BatchStep] = {"cnn": classifier_step, "hrm-image": hrm_image_step}
+
+
+def make_schedule(exp: Experiment, steps_per_epoch: int) -> Schedule:
+    """Sized in batches in faithful mode even when a batch takes several updates (REFERENCE I.5.1)."""
+    per_batch = 1 if exp.mode == "faithful" else getattr(exp.model, "train_segments", 1)
+    total = steps_per_epoch * exp.recipe.epochs * per_batch
+    return Schedule(exp.recipe, total, round(exp.recipe.warmup_epochs * steps_per_epoch * per_batch))
+
+
+def compile_model(model: torch.nn.Module) -> None:
+    """Compile the transformer stacks (the HRM's hot loop) or, for other models, the whole forward."""
+    stacks = [m for m in model.modules() if isinstance(m, Stack)]
+    for m in stacks or [model]:
+        m.compile()
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The author code's shuffle: numpy default_rng(seed + epoch) permutation, epochs counted from 1."""
+    return np.random.default_rng(seed + epoch).permutation(n)
+
+
+def train(params: Params, name: str, seed: int) -> Path:
+    """Train one run; refuses (exit 2) if another process holds its run folder."""
+    exp = params.experiment(name)
+    data = built.load(exp.dataset)                    # validates the data before anything is written
+    return ImageRun(params, exp, seed, data).execute()
+
+
+class ImageRun(Run):
+    """One image run: model, optimizer and data on the device, and the epoch loop."""
+
+    def __init__(self, params: Params, exp: Experiment, seed: int, data: built.ImageData) -> None:
+        super().__init__(params, exp, seed)
+        assert isinstance(exp.recipe, ImageRecipe)
+        self.recipe: ImageRecipe = exp.recipe
+        arrays = (data.train_x, data.train_y, data.test_x, data.test_y)
+        self.x_train, self.y_train, self.x_test, self.y_test = (torch.from_numpy(np.array(a)).to(self.device)
+                                                                for a in arrays)
+        self.normalize = Normalizer(data, self.device)
+        self.shape = studies.shape(exp.dataset)
+        self.model = build_model(exp.model, self.shape)
+        self.model.init_weights(torch.Generator().manual_seed(seed))
+        self.model.to(self.device)
+        self.optimizer = adamw(list(self.model.parameters()), self.recipe)
+        self.steps_per_epoch = math.ceil(len(self.x_train) / self.recipe.batch_size)
+        self.step_fn = BATCH_STEPS[exp.model.kind]
+        if self.runtime.compile and self.device.type == "cuda":
+            compile_model(self.model)
+        # A NaN check is a host sync: every batch on the CPU (free), every log interval on a GPU.
+        self.check_every = 1 if self.device.type == "cpu" else self.runtime.log_every_steps
+
+    def setup(self) -> None:
+        self.ctx = StepContext(self.recipe, make_schedule(self.exp, self.steps_per_epoch), self.state, self.device,
+                               self.runtime.precision, post_update_acc=self.exp.mode == "faithful"
+                               and self.recipe.train_acc == "post_update")
+
+    def loop(self) -> None:
+        for epoch in range(self.state.epoch + 1, self.recipe.epochs + 1):
+            losses, correct, train_s = self.train_epoch(epoch)
+            self.end_epoch(epoch, losses, correct, train_s)
+
+    def train_epoch(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """All batches of one epoch (from the saved offset when resuming inside it)."""
+        s, bs, n_batches = self.state, self.recipe.batch_size, self.steps_per_epoch
+        start = s.offset // bs
+        self.model.train()
+        order = torch.from_numpy(epoch_order(len(self.x_train), self.seed, epoch)).to(self.device)
+        losses = torch.zeros(n_batches, device=self.device)
+        if start:
+            losses[:start] = torch.tensor(s.step_losses[-start:], device=self.device)
+        correct = torch.tensor(s.since_eval.get("correct", 0.0), device=self.device)
+        synchronize(self.device)
+        t0, checked = time.perf_counter() - s.since_eval.get("seconds", 0.0), start
+        with Progress(n_batches, f"{self.exp.name} s{self.seed} epoch {epoch}/{self.recipe.epochs}", "batches",
+                      notes_only=True) as bar:
+            bar.advance(start)
+            for i in range(start, n_batches):
+                idx = order[i * bs:(i + 1) * bs]
+                loss, hits = self.step_fn(self.model, self.normalize(self.x_train[idx]), self.y_train[idx],
+                                          self.optimizer, self.ctx)
+                losses[i], correct = loss, correct + hits
+                if (i + 1) % self.check_every == 0 or i + 1 == n_batches or self.stop.received:
+                    self.check_finite(losses, checked, i + 1, epoch)
+                    checked = i + 1
+                every = self.runtime.log_every_steps
+                bar.advance(1, f"loss {loss.item():.4f}" if (i + 1) % every == 0 else "")
+                if self.stop.received and i + 1 < n_batches:
+                    synchronize(self.device)
+                    s.step_losses += losses[start:i + 1].cpu().tolist()
+                    s.offset = (i + 1) * bs
+                    s.since_eval = {"correct": correct.item(), "seconds": time.perf_counter() - t0}
+                    self.save()
+                    raise self.stopped(f"at epoch {epoch}, batch {i + 1}/{n_batches}")
+        synchronize(self.device)
+        self.state.step_losses += losses[start:].cpu().tolist()
+        return losses, correct, time.perf_counter() - t0
+
+    def check_finite(self, losses: torch.Tensor, lo: int, hi: int, epoch: int) -> None:
+        """Stop on the first NaN/Inf loss in losses[lo:hi], before anything is checkpointed."""
+        bad = (~torch.isfinite(losses[lo:hi])).nonzero()
+        if len(bad):
+            b = lo + int(bad[0])
+            raise NumericalError(
+                f"{self.label}: non-finite loss at epoch {epoch} batch {b + 1} (optimizer update <= "
+                f"{self.state.step}): cross_entropy={losses[b].item()}; stopped without saving; the last good "
+                f"checkpoint (after epoch {self.state.epoch}, example {self.state.offset}) is kept at {self.ckpt}")
+
+    def end_epoch(self, epoch: int, losses: torch.Tensor, correct: torch.Tensor, train_s: float) -> None:
+        """Test pass, history row, checkpoint; then stop if a signal arrived during the epoch."""
+        s = self.state
+        t1 = time.perf_counter()
+        pred = predict(self.model, self.x_test, self.normalize, self.recipe.eval_batch_size, self.ctx.autocast)
+        test_acc = (pred == self.y_test).float().mean().item()
+        eval_s = time.perf_counter() - t1
+        s.history.append({"epoch": epoch, "step": s.step, "train_loss": float(np.mean(losses.cpu().tolist())),
+                          "train_acc": correct.item() / len(self.x_train), "test_acc": test_acc,
+                          "lr": self.ctx.schedule(s.step - 1), "seconds": round(train_s, 3),
+                          "eval_seconds": round(eval_s, 3)})
+        s.epoch, s.offset, s.since_eval = epoch, 0, {}
+        row = s.history[-1]
+        log.info("%s epoch %d/%d: train loss %.4f acc %.4f | test acc %.4f | %.1fs", self.label, epoch,
+                 self.recipe.epochs, row["train_loss"], row["train_acc"], test_acc, train_s)
+        self.save()
+        if self.stop.received and epoch < self.recipe.epochs:
+            raise self.stopped(f"after epoch {epoch}")
+
+    def metrics(self) -> dict[str, Any]:
+        history = self.state.history
+        best = max(history, key=lambda r: r["test_acc"])
+        return {"params": count_params(self.exp.model, self.shape), "epochs": self.state.epoch,
+                "epochs_planned": self.recipe.epochs, "complete": self.state.epoch == self.recipe.epochs,
+                "best_epoch": best["epoch"], "seconds_per_epoch": [r["seconds"] for r in history],
+                "mean_seconds_per_epoch": round(float(np.mean([r["seconds"] for r in history])), 3),
+                "eval_seconds_per_epoch": round(float(np.mean([r["eval_seconds"] for r in history])), 3)}

@@ -1,0 +1,200 @@
+"""`hrm train` for the reasoning study: the puzzle HRM (or the direct baseline) with ACT (REFERENCE II.3).
+
+Two training schemes, chosen by `recipes.<r>.scheme`:
+* carry (the author code): the ACT carry persists across batches; each optimizer step is one
+  segment of a mixed batch in which only halted rows take the new batch's examples;
+* minibatch (the paper's pseudocode): each batch starts fresh and loops its segments, one
+  optimizer step per segment, until every row halted or M_max.
+Adam-atan2 on the parameters and sign-SGD on the touched puzzle-embedding rows, both with linear
+warmup then a constant rate. The test set is scored (exact accuracy at M_max, no voting: that is
+`hrm evaluate`'s) every `eval_interval` epochs, where a checkpoint is written (and on SIGTERM/SIGINT).
+The checkpoint holds the ACT carry, the exploration RNG and the stream position, so a killed run
+resumes exactly. Lock, signals, OOM, checkpoint and output files: `hrm.train.run`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hrm import studies
+from hrm.config import Experiment, Params, PuzzleRecipe
+from hrm.data.puzzles import stream
+from hrm.errors import HrmError, NumericalError
+from hrm.evaluate.puzzle_pass import score_puzzles
+from hrm.gpu import autocast
+from hrm.losses import act_loss
+from hrm.models.act import ActState, act_step, initial_state
+from hrm.models.hrm import Carry
+from hrm.models.registry import build_model, count_params
+from hrm.optim import AdamAtan2, set_lr, sign_sgd_rows
+from hrm.train.run import Run
+
+log = logging.getLogger("hrm")
+
+
+def warmup_constant(step: int, peak: float, warmup: int) -> float:
+    return peak * min(1.0, (step + 1) / warmup) if warmup else peak
+
+
+def train(params: Params, name: str, seed: int) -> Path:
+    exp = params.experiment(name)
+    data = stream.load(exp.dataset)                  # validates the data before anything is written
+    return PuzzleRun(params, exp, seed, data).execute()
+
+
+class PuzzleRun(Run):
+    def __init__(self, params: Params, exp: Experiment, seed: int, data: stream.PuzzleData) -> None:
+        super().__init__(params, exp, seed)
+        assert isinstance(exp.recipe, PuzzleRecipe)
+        self.data, self.recipe = data, exp.recipe
+        self.shape = studies.shape(exp.dataset, data.num_ids)
+        self.model = build_model(exp.model, self.shape)
+        self.model.init_weights(torch.Generator().manual_seed(seed))
+        self.model.to(self.device)
+        r = self.recipe
+        self.optimizer = AdamAtan2(list(self.model.parameters()), r.lr, r.betas, r.weight_decay)
+        self.total = stream.total_steps(data.train, r.epochs, r.batch_size)
+        if self.total < 1:
+            raise HrmError(f"{exp.name}: {r.epochs} epochs of {exp.dataset} give no full batch of {r.batch_size}; "
+                           f"lower recipes.{exp.recipe_name}.batch_size")
+        self.batches_per_epoch = data.train.groups * data.train.meta.mean_puzzle_examples / r.batch_size
+        self.eval_every = max(1, round(r.eval_interval * self.batches_per_epoch))
+        self.gen = torch.Generator().manual_seed(seed)    # ACT exploration draws (CPU, checkpointed)
+        self.act: ActState | None = None
+        self.pending: list[torch.Tensor] = []             # per-batch loss rows not yet brought to the host
+        # Bringing losses to the host is a sync: every batch on the CPU (free), every log interval on a GPU.
+        self.check_every = 1 if self.device.type == "cpu" else self.runtime.log_every_steps
+        self.autocast = autocast(self.device, self.runtime.precision)
+
+    # ---- exact resume: the ACT carry and the exploration RNG (the stream is a function of seed and position)
+    def extra_state(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {"act_rng": self.gen.get_state()}
+        if self.act is not None:
+            a = self.act
+            extra |= {"act_z_h": a.carry.z_h, "act_z_l": a.carry.z_l, "act_steps": a.steps, "act_halted": a.halted,
+                      "act_inputs": a.inputs, "act_labels": a.labels, "act_puzzle_ids": a.puzzle_ids}
+        return {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in extra.items()}
+
+    def load_extra(self, extra: dict[str, Any]) -> None:
+        if "act_rng" in extra:
+            self.gen.set_state(extra["act_rng"])
+        if "act_z_h" in extra:
+            t = {k: v.to(self.device) for k, v in extra.items() if k.startswith("act_") and k != "act_rng"}
+            self.act = ActState(Carry(t["act_z_h"], t["act_z_l"]), t["act_steps"], t["act_halted"], t["act_inputs"],
+                                t["act_labels"], t["act_puzzle_ids"])
+
+    def setup(self) -> None:
+        s = self.state
+        self.stream = stream.Stream(self.data.train, self.seed, self.recipe.batch_size, s.epoch + 1, s.offset)
+
+    # ---- training
+    @property
+    def batches_done(self) -> int:
+        return self.state.batches + len(self.pending)      # one loss row per batch
+
+    def finished(self) -> bool:
+        """The schedule (in batches) is done, or the recipe's budget of optimizer steps is spent."""
+        budget = self.recipe.max_steps
+        return self.batches_done >= self.total or (budget > 0 and self.state.step >= budget)
+
+    def update(self, loss: torch.Tensor, batch: int, touched: Any) -> None:
+        r, s = self.recipe, self.state
+        (loss / batch).backward()
+        set_lr(self.optimizer, warmup_constant(s.step, r.lr, r.warmup_steps))
+        self.optimizer.step()
+        if touched is not None and touched.rows.grad is not None:
+            sign_sgd_rows(self.model.puzzle.table, touched.ids, touched.rows.grad,
+                          warmup_constant(s.step, r.puzzle_emb_lr, r.warmup_steps), r.puzzle_emb_weight_decay)
+        self.optimizer.zero_grad(set_to_none=True)
+        s.step += 1
+
+    def segment(self, x: torch.Tensor, y: torch.Tensor, pid: torch.Tensor) -> torch.Tensor:
+        """One ACT segment and one update. Returns, still on the device (no host sync here):
+        [loss per example, lm, bce_halt, bce_continue, exact accuracy of the rows that halted (nan if none)]."""
+        if self.act is None:
+            self.act = initial_state(self.model, x, y, pid)
+        with self.autocast:
+            self.act, out = act_step(self.model, self.act, x, y, pid, self.gen)
+        losses = act_loss(out.out.logits, self.act.labels, out.out.q_halt, out.out.q_continue, out.target_q_continue)
+        self.update(losses.total, len(x), out.out.puzzle_rows)
+        halted = self.act.halted
+        acc = (losses.seq_correct & halted).sum() / halted.sum()      # 0/0 = nan when no row halted
+        return torch.stack([losses.total / len(x), losses.lm, losses.q_halt, losses.q_continue, acc]).detach().double()
+
+    def flush(self) -> None:
+        """Bring the pending batches' losses to the host (one sync) and stop on the first non-finite one."""
+        if not self.pending:
+            return
+        rows = torch.stack(self.pending).cpu()
+        first = self.state.batches
+        self.pending.clear()
+        bad = (~torch.isfinite(rows[:, :4])).any(dim=1).nonzero()
+        if len(bad):
+            b = int(bad[0])
+            total, lm, q_halt, q_cont = rows[b, :4].tolist()
+            raise NumericalError(
+                f"{self.label}: non-finite loss at batch {first + b + 1}: total={total}, lm={lm}, q_halt={q_halt}, "
+                f"q_continue={q_cont}; stopped without saving; the last good checkpoint is kept at {self.ckpt}")
+        self.state.step_losses += [round(v, 6) for v in rows[:, 0].tolist()]
+        self.state.since_eval["train_acc"] = float(rows[-1, 4])
+
+    def loop(self) -> None:
+        s = self.state
+        self.model.train()
+        while not self.finished():
+            idx = self.stream.next()
+            x, y, pid = stream.tensors(self.data.train, idx, self.stream.puzzle_of, self.device)
+            if self.recipe.scheme == "carry":
+                row = self.segment(x, y, pid)
+            else:
+                self.act = None
+                for _ in range(self.exp.model.halt_max_steps):
+                    row = self.segment(x, y, pid)
+                    if bool(self.act.halted.all()):
+                        break
+                self.act = None                               # the next batch starts fresh
+            self.pending.append(row)
+            s.epoch, s.offset = self.stream.epoch - 1, self.stream.offset
+            done, evaluate = self.batches_done, self.finished() or self.batches_done % self.eval_every == 0
+            if done % self.check_every == 0 or evaluate or self.stop.received:
+                self.flush()
+            if done % self.runtime.log_every_steps == 0:
+                log.info("%s batch %d/%d (update %d): loss %.4f, halted-row exact acc %.3f", self.label,
+                         done, self.total, s.step, s.step_losses[-1], s.since_eval.get("train_acc", math.nan))
+            if evaluate:
+                self.evaluate_now()
+            if self.stop.received:
+                self.save()
+                raise self.stopped(f"at update {s.step}")
+
+    def evaluate_now(self) -> None:
+        """Exact accuracy of the test set at M_max (no voting), a history row, a checkpoint."""
+        s, m_max = self.state, self.exp.model.halt_max_steps
+        t0 = self.elapsed()
+        scores = score_puzzles(self.model, self.data.test, self.recipe.eval_batch_size, self.device, self.autocast,
+                               (m_max,))[m_max]
+        s.history.append({"step": s.step, "batch": self.batches_done,
+                          "epoch": s.epoch + s.offset / max(1, len(self.stream.order)),
+                          "train_loss": float(np.mean(s.step_losses[-self.eval_every:])),
+                          "train_acc": s.since_eval.get("train_acc", math.nan), "test_acc": scores["exact_acc"],
+                          "lr": warmup_constant(s.step - 1, self.recipe.lr, self.recipe.warmup_steps),
+                          "seconds": round(self.elapsed(), 3), "eval_seconds": round(self.elapsed() - t0, 3)})
+        log.info("%s update %d: test exact accuracy %.4f", self.label, s.step, scores["exact_acc"])
+        self.save()
+
+    def metrics(self) -> dict[str, Any]:
+        s, done = self.state, self.batches_done
+        best = max(s.history, key=lambda h: h["test_acc"])
+        epochs_done = done / self.batches_per_epoch
+        return {"scheme": self.recipe.scheme, "params": count_params(self.exp.model, self.shape),
+                "epochs": math.floor(epochs_done) if done < self.total else self.recipe.epochs,
+                "epochs_planned": self.recipe.epochs, "complete": done >= self.total,
+                "batches": done, "batches_planned": self.total, "best_step": best["step"],
+                "mean_seconds_per_epoch": round(self.elapsed() / max(epochs_done, 1e-9), 3),
+                "test_metric": "exact accuracy of the test examples at M_max (voting: eval.json)"}

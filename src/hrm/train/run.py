@@ -1,0 +1,198 @@
+"""The run harness both trainers share: the run lock, the graceful stop on signals, the OOM message,
+the checkpoint (one `RunState` whose fields mean the same in both studies) and the output files.
+
+A trainer subclasses `Run` and implements `setup()` (after the state is restored), `loop()`,
+`extra_state()` / `load_extra()` for what only it needs to resume exactly, and `metrics()`.
+`Run.execute()` does the rest: lock, resume, signals, NVML, outputs, checkpoint removal.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+import torch
+
+from hrm import checkpoint, paths, provenance
+from hrm.atomic import write_bytes, write_json, write_text
+from hrm.config import Experiment, Params, Runtime
+from hrm.errors import HrmError, Stopped
+from hrm.gpu import GpuMonitor, resolve_device
+
+log = logging.getLogger("hrm")
+
+
+class RunLock:
+    """An exclusive flock on RUN_DIR/.lock holding the owner's PID; the kernel drops it if the owner dies."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / ".lock"
+        self.fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise HrmError(f"{self.path.parent}: in use by another run (PID {holder}); wait for it to "
+                           f"finish or stop it, then run the same command again") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+class StopSignals:
+    """Turn SIGTERM/SIGINT into a flag the training loop checks after every batch."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._old: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is None:
+            log.warning("received %s: stopping after this batch", signal.Signals(signum).name)
+        self.received = signum
+
+    def __enter__(self) -> StopSignals:
+        for sig in self.SIGNALS:
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:   # not the main thread: leave signals alone
+                pass
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)  # type: ignore[arg-type]
+
+
+def configure_torch(runtime: Runtime) -> None:
+    if runtime.num_threads:
+        torch.set_num_threads(runtime.num_threads)
+    if runtime.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def csv_text(rows: list[dict[str, object]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+class Run:
+    """One training run of either study; see the module docstring for what a subclass provides."""
+
+    def __init__(self, params: Params, exp: Experiment, seed: int) -> None:
+        self.params, self.exp, self.seed, self.runtime = params, exp, seed, params.runtime
+        self.device = resolve_device(self.runtime.device)
+        configure_torch(self.runtime)
+        self.ckpt = paths.checkpoint_file(exp.group, exp.name, seed)
+        self.stop = StopSignals()
+        self.state = checkpoint.RunState(exp.params_hash())
+        self.model: torch.nn.Module
+        self.optimizer: torch.optim.Optimizer
+
+    @property
+    def label(self) -> str:
+        return f"{self.exp.name} seed {self.seed}"
+
+    # ---- what a trainer provides
+    def setup(self) -> None:
+        """Build what depends on the (possibly restored) state: data order, step context, carries."""
+
+    def loop(self) -> None:
+        raise NotImplementedError
+
+    def extra_state(self) -> dict[str, Any]:
+        """Tensors and RNG states beyond model, optimizer and RunState that an exact resume needs."""
+        return {}
+
+    def load_extra(self, extra: dict[str, Any]) -> None:
+        pass
+
+    def metrics(self) -> dict[str, Any]:
+        """The study's own metrics.json fields (the harness adds identity, timing, GPU and provenance)."""
+        raise NotImplementedError
+
+    # ---- the harness
+    def execute(self) -> Path:
+        exp, r = self.exp, self.exp.recipe
+        with RunLock(paths.run_dir(exp.group, exp.name, self.seed)):
+            try:
+                return self._execute()
+            except torch.cuda.OutOfMemoryError:
+                raise HrmError(f"{self.label}: CUDA out of memory with batch size {r.batch_size} (eval "
+                               f"{r.eval_batch_size}); lower recipes.{exp.recipe_name}.batch_size (or "
+                               f".eval_batch_size) in {self.params.path}, or set runtime.precision: bf16; no "
+                               f"outputs were written, earlier checkpoints are kept") from None
+
+    def _execute(self) -> Path:
+        restored = checkpoint.resume(self.ckpt, self.state.params_hash, self.model, self.optimizer)
+        if restored is not None:
+            self.state, extra = restored
+            self.load_extra(extra)
+        self.prior_s, self.t_start = self.state.elapsed_s, time.perf_counter()
+        self.setup()
+        with GpuMonitor(self.device, self.runtime.nvml_interval_s) as monitor, self.stop:
+            self.loop()
+        self.write_outputs(monitor)
+        checkpoint.remove(self.ckpt)   # finished: a rerun must retrain, not resume at the end
+        return paths.model_file(self.exp.group, self.exp.name, self.seed)
+
+    def elapsed(self) -> float:
+        return self.prior_s + time.perf_counter() - self.t_start
+
+    def save(self) -> None:
+        self.state.elapsed_s = self.elapsed()
+        checkpoint.save(self.ckpt, self.state, self.model, self.optimizer, self.extra_state())
+
+    def stopped(self, where: str) -> Stopped:
+        assert self.stop.received is not None
+        return Stopped(f"{self.label}: stopped by {signal.Signals(self.stop.received).name} {where}; checkpoint "
+                       f"saved to {self.ckpt}; resume with `python -m hrm train {self.exp.name} --seed {self.seed}`",
+                       self.stop.received)
+
+    def write_outputs(self, monitor: GpuMonitor) -> None:
+        exp, s, seed = self.exp, self.state, self.seed
+        gpu = monitor.facts()
+        best = max(s.history, key=lambda row: row["test_acc"])
+        metrics = {
+            "experiment": exp.name, "seed": seed, "group": exp.group, "dataset": exp.dataset,
+            "model": exp.model_name, "recipe": exp.recipe_name, "mode": exp.mode, "optimizer_steps": s.step,
+            "test_acc": s.history[-1]["test_acc"], "best_test_acc": best["test_acc"],
+            "train_acc": s.history[-1]["train_acc"], "train_loss": s.history[-1]["train_loss"],
+            **self.metrics(),
+            "total_seconds": round(self.elapsed(), 3), "resumed_from": s.resumed_from,
+            "gpu": gpu, "provenance": provenance.record(exp.params_hash(), gpu["device_name"]),
+        }
+        g, n = exp.group, exp.name
+        write_bytes(paths.model_file(g, n, seed), checkpoint.model_bytes(exp.as_dict(), seed, self.model))
+        write_text(paths.history_file(g, n, seed), csv_text(s.history))
+        write_text(paths.steps_file(g, n, seed),
+                   csv_text([{"step": i + 1, "loss": round(v, 6)} for i, v in enumerate(s.step_losses)]))
+        write_json(paths.metrics_file(g, n, seed), metrics)
