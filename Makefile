@@ -24,7 +24,8 @@ demo: $(STAMP)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH snakemake --cores 2 demo
 	@echo "demo table: results/demo/tables/summary.md   runs and figures: results/demo/runs/"
 
-test: $(STAMP)
+# Lint first (seconds), then the whole suite on the CPU.
+test: lint
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -q
 
 # The CIFAR CNN baselines end to end (download, build, train, evaluate), then the paper table.
@@ -33,6 +34,8 @@ cifar-cnn: $(STAMP)
 	$(PY) -m hrm report paper
 
 lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/snakefmt --check Snakefile workflow/rules
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH snakemake --lint
 
 clean-demo:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import yaml
 from conftest import REPO, real_params, write_params
 
 from hrm.cli import main
-from hrm.config import load_params
+from hrm.config import load_params, parse_params
 from hrm.errors import ConfigError
 
 
@@ -114,3 +115,45 @@ def test_params_hash_tracks_hyperparameters_not_seeds() -> None:
 
     assert replace(base, seeds=(1, 2)).params_hash() == base.params_hash()
     assert replace(base, recipe=replace(base.recipe, lr=1e-3)).params_hash() != base.params_hash()
+
+
+def test_a_key_written_twice_is_rejected_naming_it_and_both_lines(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """The trap: a second `mnist-cnn:` pasted under experiments silently replaced the paper's run."""
+    text = (REPO / "params.yaml").read_text()
+    pasted = ("  mnist-cnn:\n    group: demo\n    dataset: digits\n    model: cnn-small\n    recipe: digits-cnn\n"
+              "    seeds: [0]\n    mode: faithful\n")
+    path = tmp_path / "params.yaml"
+    path.write_text(text.rstrip("\n") + "\n" + pasted)
+    first = 1 + text.splitlines().index("  mnist-cnn:")
+    second = len(text.rstrip("\n").splitlines()) + 1
+    assert main(["--params", str(path), "check"]) == 2
+    err = capsys.readouterr().err
+    assert f"'mnist-cnn' is written twice in one mapping, at lines {first} and {second}" in err
+    # A nested key too.
+    path.write_text(text.replace("    lr: 1.0e-3\n", "    lr: 1.0e-3\n    lr: 2.0e-3\n", 1))
+    assert main(["check", "--params", str(path)]) == 2
+    assert "'lr' is written twice" in capsys.readouterr().err
+
+
+def test_params_file_is_accepted_before_and_after_the_verb(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "other.yaml"
+    path.write_text((REPO / "params.yaml").read_text())
+    for argv in (["--params", str(path), "check"], ["check", "--params", str(path)]):
+        assert main(argv) == 0
+        assert str(path) in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("experiment,change,message", [
+    ("sudoku-demo-hrm", {"mode": "faithful"}, "experiments.sudoku-demo-hrm.mode: got 'faithful', but the puzzle "
+                                              "study has no fidelity modes"),
+    ("digits-cnn", {"mode": None}, "experiments.digits-cnn.mode: missing; the image study needs one of"),
+    ("digits-cnn", {"model": "hrm-puzzle-tiny"}, "is of the image study, which needs a model of kind cnn or hrm-image"),
+])
+def test_each_study_takes_only_its_own_keys(experiment: str, change: dict, message: str, tmp_path: Path) -> None:
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["experiments"][experiment].update(change)
+    raw["experiments"][experiment] = {k: v for k, v in raw["experiments"][experiment].items() if v is not None}
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_params(raw, tmp_path / "params.yaml")

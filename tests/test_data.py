@@ -22,7 +22,6 @@ from hrm.data.download import download, md5_of
 from hrm.data.formats import IDX_IMAGES_MAGIC, read_cifar, read_idx
 from hrm.errors import DataError
 
-
 # ------------------------------------------------------------------ MNIST (real files)
 
 def test_mnist_download_from_local_copy_then_build(project: Path, mnist_dir: Path) -> None:

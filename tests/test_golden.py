@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from hrm.config import load_params
 from hrm import studies
+from hrm.checkpoint import RunState
+from hrm.config import load_params
 from hrm.losses import act_loss
 from hrm.models.act import act_step, initial_state
 from hrm.models.registry import PuzzleHRMConfig, Shape, build_model
 from hrm.optim import adamw
-from hrm.checkpoint import RunState
 from hrm.train.image import StepContext, hrm_image_step, make_schedule
 
 FIXTURES = Path(os.environ.get("HRM_TEST_FIXTURES", Path(__file__).resolve().parents[2] / "shared/fixtures/reference"))
@@ -65,7 +65,7 @@ def puzzle_name_map(layers: int = 2) -> dict[str, str]:
 
 
 def _puzzle_model(fx: dict[str, np.ndarray]) -> torch.nn.Module:
-    
+
     model = build_model(PUZZLE_CONFIG, Shape(classes=11, seq_len=16, puzzle_ids=4))
     model.load_state_dict({ours: torch.from_numpy(fx[theirs]) for theirs, ours in puzzle_name_map().items()},
                           strict=True)

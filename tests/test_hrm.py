@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import REPO
 
-from hrm.config import load_params
 from hrm import studies
+from hrm.config import load_params
 from hrm.models.hrm import ImageHRM
 from hrm.models.layers import Rotary, apply_rope
 from hrm.models.registry import ImageHRMConfig, PuzzleHRMConfig, Shape, build_model, count_params
@@ -112,7 +111,8 @@ def test_rope_scores_depend_only_on_relative_position(style: str) -> None:
         xq = torch.zeros(1, 64, 1, 8)
         xk = torch.zeros(1, 64, 1, 8)
         xq[0, i, 0], xk[0, j, 0] = q, k
-        return float(apply_rope(xq, rot.cos, rot.sin, style)[0, i, 0] @ apply_rope(xk, rot.cos, rot.sin, style)[0, j, 0])
+        q_rot, k_rot = apply_rope(xq, rot.cos, rot.sin, style), apply_rope(xk, rot.cos, rot.sin, style)
+        return float(q_rot[0, i, 0] @ k_rot[0, j, 0])
 
     assert score(3, 7) == pytest.approx(score(13, 17), abs=1e-4) == pytest.approx(score(40, 44), abs=1e-4)
     assert score(3, 7) != pytest.approx(score(3, 9), abs=1e-3)

@@ -6,14 +6,13 @@ import math
 
 import pytest
 import torch
-
-from hrm.data.puzzles.sources import PUZZLES
 from conftest import REPO
 
-from hrm.config import load_params
 from hrm import studies
+from hrm.config import load_params
+from hrm.data.puzzles.sources import PUZZLES
 from hrm.models.init import lecun_normal_, trunc_normal_
-from hrm.models.registry import Shape, build_model, count_params
+from hrm.models.registry import build_model, count_params
 from hrm.optim import lr_at
 
 PARAMS = load_params(REPO / "params.yaml")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -27,7 +29,8 @@ def _scratch(tmp_path: Path) -> Path:
         (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
     shutil.rmtree(root / ".dvc" / "tmp", ignore_errors=True)
     shutil.rmtree(root / ".dvc" / "cache", ignore_errors=True)
-    (root / "src").symlink_to(REPO / "src")
+    # A copy of the code (first on PYTHONPATH in `_run`), so the test can edit a file of it.
+    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     write_params(root, tiny_params(
         **{"digits-tiny": {"group": "demo", "dataset": "digits", "model": "tiny", "recipe": "tiny", "seeds": [0],
                            "mode": "faithful"},
@@ -37,7 +40,8 @@ def _scratch(tmp_path: Path) -> Path:
 
 
 def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
+           "PYTHONPATH": str(cwd / "src")}
     out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, f"{cmd} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     return out
@@ -60,6 +64,10 @@ def test_snakemake_then_dvc_run_the_whole_dag(tmp_path: Path, monkeypatch: pytes
     assert "digits-tiny" in (root / paths.table_files("demo")[0]).read_text()
     assert (root / "results/demo/runs/digits-tiny/seed0/train.log").exists()   # Snakemake job logs
 
+    # Editing a file only evaluation uses plans evaluations and reports, no build or training.
+    _edit(root / EVAL_ONLY)
+    assert _snakemake_rules(root) == {"evaluate", "report", "all"}
+
     # The same DAG through DVC, from scratch; a second repro is a no-op.
     for p in ("data", "results", "logs"):
         shutil.rmtree(root / p, ignore_errors=True)
@@ -70,3 +78,29 @@ def test_snakemake_then_dvc_run_the_whole_dag(tmp_path: Path, monkeypatch: pytes
     assert metrics["complete"] and metrics["provenance"]["command"] == "python -m hrm train digits-paper --seed 3"
     again = _run([str(BIN / "dvc"), "repro"], root)
     assert "Data and pipelines are up to date" in again.stdout + again.stderr
+
+    # Again through DVC: only evaluation stages changed, and repro runs evaluations and reports only.
+    _edit(root / EVAL_ONLY)
+    status = _run([str(BIN / "dvc"), "status"], root).stdout
+    changed = {ln.rstrip(":") for ln in status.splitlines() if ln.endswith(":") and not ln[:1].isspace()}
+    assert changed and all(c.startswith("evaluate-") for c in changed), status
+    ran = re.findall(r"Running stage '([^']+)'", _run([str(BIN / "dvc"), "repro"], root).stdout)
+    assert ran and {r.split("-")[0] for r in ran} <= {"evaluate", "report"}, ran
+
+
+EVAL_ONLY = "src/hrm/evaluate/figures.py"
+
+
+def _edit(path: Path) -> None:
+    """A change a researcher might make: a comment appended (new content and a new mtime)."""
+    time.sleep(1.1)                       # coarse file-system clocks: make the new mtime visibly newer
+    with open(path, "a") as fh:
+        fh.write("# edited by the dependency test\n")
+
+
+def _snakemake_rules(root: Path) -> set[str]:
+    """Rules of the jobs `snakemake -n all` would run now."""
+    out = _run([str(BIN / "snakemake"), "-n", "all"], root).stdout
+    stats = out.split("Job stats:", 1)[1].split("total", 1)[0]
+    rows = [ln.split() for ln in stats.splitlines()]
+    return {r[0] for r in rows if len(r) == 2 and r[1].isdigit()}

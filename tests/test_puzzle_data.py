@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hrm.errors import DataError
 from hrm.data.puzzles import arc, build, sudoku
-from hrm.evaluate import voting
 from hrm.data.puzzles.build_arc import build_arc
 from hrm.data.puzzles.layout import load_split
+from hrm.errors import DataError
+from hrm.evaluate import voting
 from hrm.evaluate.voting import Votes, arc_scores
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import tiny_params, write_params
+
 from hrm import cli, paths
 from hrm.data.puzzles import stream as pdata
 from hrm.data.puzzles.sources import PUZZLES, Generated, PuzzleSet

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from hrm import checkpoint, paths
-from hrm.train import image as train
 from hrm.cli import main
 from hrm.config import load_params
+from hrm.train import image as train
 
 
 def _prepare() -> None:

@@ -16,15 +16,16 @@ import time
 from pathlib import Path
 
 from hrm import paths
-from hrm.errors import DataError
 from hrm.data.puzzles.build import build_arc_set
 from hrm.data.puzzles.sources import PUZZLES
+from hrm.errors import DataError
 
 
 def bench_build(dataset: str = "arc1", workers: int | None = None, keep: Path | None = None) -> dict:
     spec = PUZZLES.get(dataset)
     if spec is None or spec.kind != "arc":
-        raise DataError(f"bench build: {dataset!r} is not an ARC data set ({', '.join(n for n, p in PUZZLES.items() if p.kind == 'arc')})")
+        arcs = ", ".join(n for n, p in PUZZLES.items() if p.kind == "arc")
+        raise DataError(f"bench build: {dataset!r} is not an ARC data set ({arcs})")
     raw = paths.raw_dir(dataset)
     if not raw.is_dir():
         raise DataError(f"{raw}: missing; run `python -m hrm download {dataset}` first")

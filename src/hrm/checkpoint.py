@@ -1,8 +1,9 @@
 """Checkpoints: everything a killed run needs to continue exactly where it stopped.
 
-A checkpoint is written at every test-set evaluation and when a run is asked to stop (SIGTERM/SIGINT). File layout: one line with the sha256 of the payload, then the torch payload. The
-previous checkpoint is kept as `checkpoint.prev.pt`; a corrupted latest one is detected by its
-checksum and the previous one is used instead, with a warning.
+A checkpoint is written at every test-set evaluation and when a run is asked to stop (SIGTERM/SIGINT).
+File layout: one line with the sha256 of the payload, then the torch payload. The previous checkpoint
+is kept as `checkpoint.prev.pt`; a corrupted latest one is detected by its checksum and the previous
+one is used instead, with a warning. The final model file (model.pt) is written and read here too.
 """
 
 from __future__ import annotations

@@ -52,6 +52,19 @@ def _load(path: Path) -> dict[str, Any] | None:
     return metrics
 
 
+def _evaluated(path: Path) -> float | None:
+    """The test accuracy `hrm evaluate` measured (ARC: pass@2 with voting), or None before evaluation."""
+    try:
+        value = json.loads(path.read_text()).get("test_acc")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
+        raise DataError(f"{path}: unreadable evaluation file ({exc}); run `hrm evaluate` again") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise DataError(f"{path}: test_acc is {value!r}, expected a number; run `hrm evaluate` again")
+    return float(value)
+
+
 def _status(metrics: dict[str, Any] | None) -> str:
     if metrics is None:
         return "not run"
@@ -68,12 +81,16 @@ def rows(params: Params, group: str) -> list[dict[str, Any]]:
         paper = PAPER.get(exp.name, {})
         for seed in exp.seeds:
             metrics = _load(paths.metrics_file(group, exp.name, seed))
+            # The headline is the evaluation's number (for ARC: voting over the augmented versions).
+            evaluated = _evaluated(paths.eval_file(group, exp.name, seed)) if metrics else None
             prov = (metrics or {}).get("provenance", {})
             device = ((metrics or {}).get("gpu") or {}).get("device_name") or prov.get("hardware", {}).get("cpu")
             commit = prov.get("commit")
             for key, label, scale in METRICS:
                 published = paper.get(PAPER_KEY.get(key, key))
                 value = metrics.get(key) if metrics else None
+                if key == "test_acc" and evaluated is not None:
+                    value = evaluated
                 reproduced = None if value is None else round(float(value) * scale, 2)
                 out.append({
                     "experiment": exp.name, "seed": seed, "mode": exp.mode, "metric": label,
@@ -97,8 +114,10 @@ def _cell(value: Any) -> str:
 def markdown(frame: pl.DataFrame, group: str) -> str:
     lines = [f"# HRM studies: paper vs reproduced ({group})", "",
              f"Paper column: {SOURCE}. Reproduced column: this pipeline's runs, each with its provenance. "
-             "A dash means no number (not in the paper, or not run). Mode `faithful` reproduces the "
-             "author code's quirks (REFERENCE I.5), `corrected` fixes them.", "",
+             "A dash means no number (not in the paper, or not run). Test accuracy is `hrm evaluate`'s (ARC: "
+             "pass@2 with voting); best test accuracy is the best of training's test passes (puzzles: exact "
+             "accuracy, no voting). Mode `faithful` reproduces the author code's quirks (REFERENCE I.5), "
+             "`corrected` fixes them.", "",
              "| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
     lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in frame.iter_rows()]
     return "\n".join(lines) + "\n"

@@ -41,15 +41,15 @@ VERB_TABLE = "hrm.studies"
 
 
 @cache
-def _imports(module: str) -> frozenset[str]:
+def _imports(module: str, named: bool = True) -> frozenset[str]:
     """hrm modules that `module` imports anywhere in its file (function-level imports included),
     the packages above it (their __init__ runs first), and modules it names in a string for
-    importlib (the model registry's constructors), except in the verb table."""
+    importlib (the model registry's constructors) when `named`, except in the verb table."""
     path = module_file(module)
     assert path is not None, module
     found = {".".join(module.split(".")[:i]) for i in range(1, module.count(".") + 1)}
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and module != VERB_TABLE:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and named and module != VERB_TABLE:
             if node.value.startswith("hrm.") and module_file(node.value):
                 found.add(node.value)
         elif isinstance(node, ast.Import):
@@ -61,14 +61,14 @@ def _imports(module: str) -> frozenset[str]:
     return frozenset(m for m in found if module_file(m))
 
 
-def import_closure(module: str) -> set[str]:
-    """`module` and every hrm module it imports, transitively."""
+def import_closure(module: str, named: bool = True) -> set[str]:
+    """`module` and every hrm module it imports, transitively (with `named`: also through importlib names)."""
     seen, todo = set(), [module]
     while todo:
         m = todo.pop()
         if m not in seen:
             seen.add(m)
-            todo += _imports(m)
+            todo += _imports(m, named)
     return seen
 
 
@@ -168,7 +168,8 @@ def stage_table(params: Params) -> list[Stage]:
                                 str(paths.run_log("train", exp.group, exp.name, seed))))
             stages.append(Stage(f"evaluate-{run}", "evaluate", f"python -m hrm evaluate {args}",
                                 tuple(evaluate_deps(exp, seed)), tuple(experiment_params(exp)), (),
-                                tuple(evaluate_outputs(exp, seed)), str(paths.run_log("evaluate", exp.group, exp.name, seed))))
+                                tuple(evaluate_outputs(exp, seed)),
+                                str(paths.run_log("evaluate", exp.group, exp.name, seed))))
     for group in groups(params):
         exps = [e for e in params.experiments.values() if e.group == group]
         stages.append(Stage(f"report-{group}", "report", f"python -m hrm report {group}",

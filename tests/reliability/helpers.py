@@ -33,16 +33,31 @@ def setup_run(folder: Path, epochs: int = 6, batch_size: int = 32, log_every: in
     assert main(["download", "digits"]) == 0 and main(["build", "digits"]) == 0
 
 
-def outcome() -> dict[str, Any]:
+PUZZLE_EXPERIMENT = "maze-tiny"
+
+
+def setup_puzzle_run(folder: Path) -> None:
+    """A tiny, deterministic puzzle HRM with ACT (carry scheme) on the generated mazes, checkpointing
+    every epoch, data already built."""
+    raw = tiny_params(**{PUZZLE_EXPERIMENT: {"group": GROUP, "dataset": "maze-demo", "model": "hrm-puzzle-tiny",
+                                             "recipe": "maze-tiny", "seeds": [SEED]}})
+    raw["recipes"]["maze-tiny"] = {**raw["recipes"]["puzzle-demo"], "epochs": 4, "eval_interval": 1,
+                                   "batch_size": 32, "eval_halt_steps": [1]}
+    raw["runtime"]["log_every_steps"] = 1
+    write_params(folder, raw)
+    assert main(["download", "maze-demo"]) == 0 and main(["build", "maze-demo"]) == 0
+
+
+def outcome(experiment: str = EXPERIMENT) -> dict[str, Any]:
     """Everything a finished run produced that must not depend on interruptions."""
     import json
 
-    model = torch.load(paths.model_file(GROUP, EXPERIMENT, SEED), map_location="cpu", weights_only=True)
-    metrics = json.loads(paths.metrics_file(GROUP, EXPERIMENT, SEED).read_text())
+    model = torch.load(paths.model_file(GROUP, experiment, SEED), map_location="cpu", weights_only=True)
+    metrics = json.loads(paths.metrics_file(GROUP, experiment, SEED).read_text())
     history = [{k: v for k, v in row.items() if k not in ("seconds", "eval_seconds")}
-               for row in csv.DictReader(open(paths.history_file(GROUP, EXPERIMENT, SEED)))]
-    return {"weights": model["state_dict"], "metrics": {k: metrics[k] for k in STABLE_METRICS},
-            "history": history, "steps": paths.steps_file(GROUP, EXPERIMENT, SEED).read_text()}
+               for row in csv.DictReader(open(paths.history_file(GROUP, experiment, SEED)))]
+    return {"weights": model["state_dict"], "metrics": {k: metrics[k] for k in STABLE_METRICS if k in metrics},
+            "history": history, "steps": paths.steps_file(GROUP, experiment, SEED).read_text()}
 
 
 def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -51,22 +66,23 @@ def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return weights and all(a[k] == b[k] for k in ("metrics", "history", "steps"))
 
 
-def clear_outputs() -> None:
-    for f in paths.run_dir(GROUP, EXPERIMENT, SEED).glob("*"):
+def clear_outputs(experiment: str = EXPERIMENT) -> None:
+    for f in paths.run_dir(GROUP, experiment, SEED).glob("*"):
         if f.is_file():
             f.unlink()
 
 
-def train_cmd() -> list[str]:
-    return [sys.executable, "-m", "hrm", "train", EXPERIMENT, "--seed", str(SEED)]
+def train_cmd(experiment: str = EXPERIMENT) -> list[str]:
+    return [sys.executable, "-m", "hrm", "train", experiment, "--seed", str(SEED)]
 
 
 class Training:
-    """`python -m hrm train` in a subprocess; `started` is set once the first batch has run."""
+    """`python -m hrm train` in a subprocess; `started` is set once the first batch has run
+    (a progress line: "batches" for the image trainer, "batch " for the puzzle trainer)."""
 
-    def __init__(self, cwd: Path) -> None:
+    def __init__(self, cwd: Path, experiment: str = EXPERIMENT) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(train_cmd(), cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(train_cmd(experiment), cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True)
         self.started = threading.Event()
         self.started_at = self.last_batch_at = 0.0
@@ -79,7 +95,7 @@ class Training:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
             self.lines.append(line)
-            if "batches" in line:
+            if "batches" in line or " batch " in line:
                 self.last_batch_at = time.monotonic()
                 if not self.started.is_set():
                     self.started_at = self.last_batch_at

@@ -16,11 +16,11 @@ import torch
 from helpers import EXPERIMENT, GROUP, SEED, Training, clear_outputs, outcome, same, setup_run, train_cmd
 
 from hrm import checkpoint, paths
-from hrm.train import image as train
 from hrm.atomic import write_json
 from hrm.cli import main
 from hrm.config import load_params
 from hrm.errors import DiskFull
+from hrm.train import image as train
 from hrm.train.run import RunLock
 
 CKPT = paths.checkpoint_file(GROUP, EXPERIMENT, SEED)
@@ -89,7 +89,9 @@ def test_failed_checkpoint_figure_and_build_writes_leave_old_files(project: Path
         def __init__(self, fh): self.fh = fh
         def __enter__(self): return self
         def __exit__(self, *a): self.fh.close()
-        def write(self, data): self.fh.write(data[: len(data) // 2]); raise NoSpace()
+        def write(self, data):
+            self.fh.write(data[: len(data) // 2])
+            raise NoSpace()
 
     with pytest.MonkeyPatch.context() as mp, pytest.raises(DiskFull):
         mp.setattr(checkpoint, "open", lambda p, m: HalfFile(real_open(p, m)), raising=False)

@@ -22,20 +22,32 @@ IMAGE, PUZZLE = studies.STUDIES["image"], studies.STUDIES["puzzle"]
 
 def train_targets(*datasets):
     """metrics.json of every training run on the given data sets (pulls download and build)."""
-    return [str(paths.metrics_file(e.group, e.name, s))
-            for e in PARAMS.experiments.values() if e.dataset in datasets for s in e.seeds]
+    return [
+        str(paths.metrics_file(e.group, e.name, s))
+        for e in PARAMS.experiments.values()
+        if e.dataset in datasets
+        for s in e.seeds
+    ]
 
 
 def group_targets(group):
     """Evaluations, figures and tables of one group."""
-    return sorted(o for s in TABLE for o in s.outs + s.outs_no_cache
-                  if s.verb in ("evaluate", "report") and paths.group_of_output(o) == group)
+    return sorted(
+        o
+        for s in TABLE
+        for o in s.outs + s.outs_no_cache
+        if s.verb in ("evaluate", "report") and paths.group_of_output(o) == group
+    )
 
 
 def cnn_cifar_targets():
     """Evaluations of the CIFAR CNN baselines (the study's fast half)."""
-    return [str(paths.eval_file(e.group, e.name, s)) for e in PARAMS.experiments.values()
-            if e.dataset in ("cifar10", "cifar100") and e.model.kind == "cnn" for s in e.seeds]
+    return [
+        str(paths.eval_file(e.group, e.name, s))
+        for e in PARAMS.experiments.values()
+        if e.dataset in ("cifar10", "cifar100") and e.model.kind == "cnn"
+        for s in e.seeds
+    ]
 
 
 def experiment(wc):
@@ -44,4 +56,3 @@ def experiment(wc):
     if paths.group_root(exp.group) != wc.root:
         raise ValueError(f"{wc.experiment} belongs under {paths.group_root(exp.group)}/, not {wc.root}/")
     return exp
-

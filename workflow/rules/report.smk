@@ -8,9 +8,9 @@ rule report:
         expand(paths.TABLE, table=paths.TABLES, ext=paths.TABLE_EXTS, allow_missing=True),
     log:
         paths.GROUP_LOG.format(verb="report", root="{root}"),
-    params:
-        group=lambda wc: paths.group_of_root(wc.root),
     conda:
         "../envs/hrm.yaml"
+    params:
+        group=lambda wc: paths.group_of_root(wc.root),
     shell:
         "python -m hrm report {params.group} > {log} 2>&1"

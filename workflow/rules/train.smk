@@ -11,20 +11,18 @@ rule train:
         steps=paths.STEPS,
     log:
         paths.RUN_LOG.format(verb="train", root="{root}", experiment="{experiment}", seed="{seed}"),
+    conda:
+        "../envs/hrm.yaml"
+    resources:
+        gpu=1,
     params:
         # Changing the experiment's params changes this hash, which makes Snakemake rerun the job.
         config=lambda wc: experiment(wc).params_hash(),
-    resources:
-        gpu=1,
-    conda:
-        "../envs/hrm.yaml"
     shell:
         "python -m hrm train {wildcards.experiment} --seed {wildcards.seed} > {log} 2>&1"
 
 
 rule evaluate:
-    wildcard_constraints:
-        experiment=IMAGE_EXPERIMENTS,
     input:
         lambda wc: stages.evaluate_deps(experiment(wc), int(wc.seed)),
     output:
@@ -32,19 +30,19 @@ rule evaluate:
         figures=expand(paths.FIGURE, figure=IMAGE.figures, allow_missing=True),
     log:
         paths.RUN_LOG.format(verb="evaluate", root="{root}", experiment="{experiment}", seed="{seed}"),
-    params:
-        config=lambda wc: experiment(wc).params_hash(),
-    resources:
-        gpu=1,
+    wildcard_constraints:
+        experiment=IMAGE_EXPERIMENTS,
     conda:
         "../envs/hrm.yaml"
+    resources:
+        gpu=1,
+    params:
+        config=lambda wc: experiment(wc).params_hash(),
     shell:
         "python -m hrm evaluate {wildcards.experiment} --seed {wildcards.seed} > {log} 2>&1"
 
 
 rule evaluate_puzzle:
-    wildcard_constraints:
-        experiment=PUZZLE_EXPERIMENTS,
     input:
         lambda wc: stages.evaluate_deps(experiment(wc), int(wc.seed)),
     output:
@@ -53,11 +51,13 @@ rule evaluate_puzzle:
         figures=expand(paths.FIGURE, figure=PUZZLE.figures, allow_missing=True),
     log:
         paths.RUN_LOG.format(verb="evaluate", root="{root}", experiment="{experiment}", seed="{seed}"),
-    params:
-        config=lambda wc: experiment(wc).params_hash(),
-    resources:
-        gpu=1,
+    wildcard_constraints:
+        experiment=PUZZLE_EXPERIMENTS,
     conda:
         "../envs/hrm.yaml"
+    resources:
+        gpu=1,
+    params:
+        config=lambda wc: experiment(wc).params_hash(),
     shell:
         "python -m hrm evaluate {wildcards.experiment} --seed {wildcards.seed} > {log} 2>&1"

@@ -107,7 +107,8 @@ def load(dataset: str) -> ImageData:
                          std=np.asarray(meta["std"], np.float32), pixel_max=int(meta["pixel_max"]),
                          label_names=tuple(str(n) for n in meta["label_names"]))
     except (KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"{root}/meta.json: malformed ({type(exc).__name__}: {exc}); run `hrm build {dataset}`") from None
+        raise DataError(f"{root}/meta.json: malformed ({type(exc).__name__}: {exc}); "
+                        f"run `hrm build {dataset}`") from None
     _check_loaded(root, dataset, data)
     return data
 

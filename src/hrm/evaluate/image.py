@@ -76,7 +76,8 @@ def draw_figures(group: str, name: str, seed: int, data: built.ImageData, result
     steps = figures.read_trace(paths.steps_file(group, name, seed), {"step": int, "loss": float})
     figures.loss_trace(np.array([r["step"] for r in steps]), np.array([r["loss"] for r in steps]),
                        title, out["loss"])
-    history = figures.read_trace(paths.history_file(group, name, seed), {"epoch": int, "train_acc": float, "test_acc": float})
+    history = figures.read_trace(paths.history_file(group, name, seed),
+                                 {"epoch": int, "train_acc": float, "test_acc": float})
     figures.accuracy_curves(history, title, out["accuracy"])
     figures.confusion_matrix(np.array(result["confusion"]), result["label_names"], title, out["confusion"])
     wrong = result["misclassified"]

@@ -40,7 +40,7 @@ class Votes:
 
     def add(self, task: int, test_index: int, tokens: np.ndarray, trans: int, colors: np.ndarray,
             confidence: float) -> None:
-        """One version's prediction: `tokens` (900,) or (30, 30), made under dihedral `trans` and colour map `colors`."""
+        """One version's prediction: `tokens` (900,) or (30, 30), under dihedral `trans` and colour map `colors`."""
         grid = invert_answer(crop(np.asarray(tokens).reshape(GRID, GRID)).astype(np.uint8), trans, colors)
         key = bytes([grid.shape[0], grid.shape[1] if grid.size else 0]) + grid.tobytes()
         entry = self.tally[(task, test_index)].setdefault(key, [0, 0.0, grid])

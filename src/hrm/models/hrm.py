@@ -15,8 +15,7 @@ from torch import nn
 
 from hrm.models.init import trunc_normal_
 from hrm.models.layers import Rotary, Stack, init_linears
-from hrm.models.registry import (BlockConfig, HRMCore, ImageHRMConfig, PuzzleModelConfig, PuzzleTransformerConfig,
-                                 Shape)
+from hrm.models.registry import BlockConfig, HRMCore, ImageHRMConfig, PuzzleModelConfig, PuzzleTransformerConfig, Shape
 
 
 @dataclass

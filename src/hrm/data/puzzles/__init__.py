@@ -1,1 +1,2 @@
-"""Reasoning puzzles (REFERENCE II.4): generators, exact solvers, augmentations and ARC voting."""
+"""Reasoning-puzzle data (REFERENCE II.4): sources, generators with exact solvers, augmentations, the
+authors' layout, and the training stream."""

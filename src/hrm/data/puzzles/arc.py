@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hrm.errors import DataError
 from hrm.data.puzzles import dihedral
+from hrm.errors import DataError
 
 GRID = 30                            # canvas side
 COLORS = 10

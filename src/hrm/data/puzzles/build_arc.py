@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from hrm.data.puzzles import arc
-from hrm.data.puzzles.layout import (AUGMENTATIONS, IDENTIFIERS, Metadata, Rows, array_path, write_index)
+from hrm.data.puzzles.layout import AUGMENTATIONS, IDENTIFIERS, Metadata, Rows, array_path, write_index
 
 SEQ_LEN = arc.GRID * arc.GRID
 SWAPS = (1, 3, 6, 7)       # transforms that swap height and width

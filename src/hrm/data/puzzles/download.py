@@ -23,9 +23,9 @@ from pathlib import Path
 from hrm import paths
 from hrm.atomic import atomic_dir, atomic_path, write_json
 from hrm.data.download import TIMEOUT_S, local_dirs
+from hrm.data.puzzles.sources import PUZZLES, ArckitSubset, ArcSource, CsvSource, Generated
 from hrm.data.sources import DATA_DIR_ENV
 from hrm.errors import DataError
-from hrm.data.puzzles.sources import PUZZLES, ArckitSubset, ArcSource, CsvSource, Generated
 
 log = logging.getLogger("hrm")
 LOCK = Path("workflow/sources.lock")
@@ -72,7 +72,8 @@ def _fetch(url: str) -> bytes:
 def _csv(name: str, src: CsvSource, raw: Path, dirs: list[Path]) -> None:
     for split in ("train", "test"):
         dest, key = raw / f"{split}.csv", f"{name}/{split}.csv"
-        candidates = [d / src.local / f for d in dirs for f in (f"{split}.csv", *(a.format(split=split) for a in src.aliases))]
+        names = (f"{split}.csv", *(a.format(split=split) for a in src.aliases))
+        candidates = [d / src.local / f for d in dirs for f in names]
         local = next((c for c in candidates if c.is_file()), None)
         if local is not None:
             # A local copy under another name (question/answer columns only) is not the canonical
@@ -88,7 +89,8 @@ def _csv(name: str, src: CsvSource, raw: Path, dirs: list[Path]) -> None:
             searched = ", ".join(str(d / src.local) for d in dirs) or f"none (set {DATA_DIR_ENV} or pass --from DIR)"
             raise DataError(f"could not get {split}.csv for {name}: no local copy (searched: {searched}) and "
                             f"{src.url(split)} failed ({getattr(e, 'reason', e)}). Manual step: download it on a "
-                            f"machine with network into FOLDER/{src.local}/ and run `hrm download {name} --from FOLDER`") from None
+                            f"machine with network into FOLDER/{src.local}/ and run "
+                            f"`hrm download {name} --from FOLDER`") from None
         with atomic_path(dest) as tmp:
             tmp.write_bytes(data)
             verify_or_record(key, tmp, src.url(split))

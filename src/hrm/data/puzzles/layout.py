@@ -139,7 +139,8 @@ def load_split(split_dir: Path) -> PuzzleSplit:
     where = str(split_dir)
     n = len(s.inputs)
     checks = [
-        (s.inputs.ndim == 2 and s.inputs.shape[1] == meta.seq_len, f"inputs shape {s.inputs.shape}, seq_len {meta.seq_len}"),
+        (s.inputs.ndim == 2 and s.inputs.shape[1] == meta.seq_len,
+         f"inputs shape {s.inputs.shape}, seq_len {meta.seq_len}"),
         (s.labels.shape == s.inputs.shape, f"labels shape {s.labels.shape} != inputs {s.inputs.shape}"),
         (s.inputs.dtype == np.uint8 and s.labels.dtype == np.uint8, "inputs/labels must be uint8"),
         (len(s.puzzle_indices) == len(s.puzzle_identifiers) + 1, "puzzle_indices must have one entry per puzzle + 1"),
@@ -148,8 +149,10 @@ def load_split(split_dir: Path) -> PuzzleSplit:
         (len(s.group_indices) > 1 and s.group_indices[0] == 0 and s.group_indices[-1] == len(s.puzzle_identifiers)
          and bool(np.all(np.diff(s.group_indices) > 0)), "group_indices must rise from 0 to the puzzle count"),
         (len(s.puzzle_identifiers) == 0 or (0 <= s.puzzle_identifiers.min()
-         and s.puzzle_identifiers.max() < meta.num_puzzle_identifiers), "puzzle ids outside 0..num_puzzle_identifiers-1"),
-        (meta.total_examples == n and meta.total_groups == len(s.group_indices) - 1, "metadata totals disagree with the arrays"),
+         and s.puzzle_identifiers.max() < meta.num_puzzle_identifiers),
+         "puzzle ids outside 0..num_puzzle_identifiers-1"),
+        (meta.total_examples == n and meta.total_groups == len(s.group_indices) - 1,
+         "metadata totals disagree with the arrays"),
     ]
     for ok, what in checks:
         if not ok:

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from hrm import paths
+from hrm.data.puzzles.layout import AUGMENTATIONS, PuzzleSplit, load_split, read_build_info
 from hrm.errors import DataError
 from hrm.losses import IGNORE_LABEL
-from hrm.data.puzzles.layout import AUGMENTATIONS, PuzzleSplit, load_split, read_build_info
 
 
 @dataclass(frozen=True)

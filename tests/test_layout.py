@@ -1,0 +1,94 @@
+"""The package's layering, read from its import statements (the same reader the stage table uses)."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from hrm import stages
+
+PACKAGE = stages.SRC / "hrm"
+MODULES = sorted("hrm." + ".".join(p.relative_to(PACKAGE).with_suffix("").parts).removesuffix(".__init__")
+                 for p in PACKAGE.rglob("*.py"))
+MODULES = [m.removesuffix(".__init__") if m != "hrm.__init__" else "hrm" for m in MODULES]
+
+
+def layer(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in ("data", "models", "train", "evaluate")) \
+        else "top"
+
+
+def test_every_module_is_read() -> None:
+    assert {"hrm.train.run", "hrm.evaluate.voting", "hrm.data.puzzles.stream", "hrm.models.registry"} <= set(MODULES)
+
+
+def test_no_import_cycles() -> None:
+    """Depth-first search over real import statements (the registry's importlib names are lazy by design)."""
+    state: dict[str, int] = {}
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for n in stages._imports(m, named=False):
+            if n == m or n in ".".join(m.split(".")[:-1]):       # a package above: not an edge back
+                continue
+            if state.get(n) == 1:
+                pytest.fail("import cycle: " + " -> ".join(path[path.index(n):] + [n]) if n in path
+                            else f"import cycle through {n}")
+            if n not in state:
+                visit(n, path + [n])
+        state[m] = 2
+
+    for m in MODULES:
+        if m not in state:
+            visit(m, [m])
+
+
+@pytest.mark.parametrize("lower,forbidden", [("data", ("models", "train", "evaluate")),
+                                             ("models", ("data", "train", "evaluate")),
+                                             ("evaluate", ("train",))])
+def test_layers_import_downwards_only(lower: str, forbidden: tuple[str, ...]) -> None:
+    bad = [(m, n) for m in MODULES if layer(m) == lower
+           for n in stages._imports(m) if layer(n) in forbidden]
+    assert not bad, f"{lower}/ must not import {forbidden}: {bad}"
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    bad = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("hrm"):
+                bad += [f"{path.relative_to(PACKAGE)}: {node.module}.{a.name}" for a in node.names
+                        if a.name.startswith("_")]
+    assert not bad
+
+
+def test_the_study_is_decided_in_one_table() -> None:
+    """Outside the data layer and hrm.studies, nothing asks a data-set table which study it is in."""
+    allowed = {"studies.py", "bench.py"}
+    bad = []
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE)
+        if rel.parts[0] == "data" or str(rel) in allowed:
+            continue
+        text = path.read_text()
+        bad += [f"{rel}: {word}" for word in ("PUZZLES", "DATASETS", "is_puzzle") if re.search(rf"\b{word}\b", text)]
+    assert not bad
+
+
+def test_a_layer_violation_is_caught(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reader sees a forbidden import in a function body, so the tests above can fail."""
+    for rel, text in (("hrm/__init__.py", ""), ("hrm/data/__init__.py", ""), ("hrm/models/__init__.py", ""),
+                      ("hrm/models/registry.py", ""),
+                      ("hrm/data/probe.py", "def f():\n    from hrm.models import registry\n    return registry\n")):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    monkeypatch.setattr(stages, "SRC", tmp_path)
+    stages._imports.cache_clear()
+    try:
+        assert "hrm.models.registry" in stages._imports("hrm.data.probe")
+    finally:
+        stages._imports.cache_clear()
