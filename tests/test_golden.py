@@ -176,7 +176,8 @@ def test_image_hrm_one_training_step_matches_authors() -> None:
     _close(out.carry.z_l[:, 0], fx["seg1/zL_cls"], "seg1 zL cls", IMAGE_TOL)
 
     # The production step: 2 segments, an update after each, schedule sized as the author code.
-    optimizer = adamw(list(model.parameters()), exp.recipe)
+    r = exp.recipe
+    optimizer = adamw(list(model.parameters()), r.lr, r.betas, r.eps, r.weight_decay)
     steps_per_epoch = 469   # ceil(60000 / 128), as the fixture's optimizer
     ctx = StepContext(exp.recipe, make_schedule(exp, steps_per_epoch), RunState("golden"), torch.device("cpu"), "fp32",
                       post_update_acc=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -120,3 +121,16 @@ def test_snakemake_lint_is_clean() -> None:
     out = subprocess.run([str(BIN / "snakemake"), "--lint"], cwd=REPO, env=env, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0 and "in a good condition" in out.stdout + out.stderr, out.stdout + out.stderr
+
+
+def test_every_gpu_rule_gets_a_gpu_on_slurm_from_its_resource() -> None:
+    """GPU jobs are the rules of the train and evaluate verbs; each declares `gpu=1`, which the SLURM
+    executor plugin turns into `--gpus=1`, so the cluster profile lists no rule by name for GPUs."""
+    text = (REPO / "workflow" / "rules" / "train.smk").read_text()
+    blocks = re.split(r"\n(?=rule )", text)
+    rules = {b.split(":", 1)[0].split()[1]: b for b in blocks if b.startswith("rule ")}
+    assert set(rules) == {"train", "evaluate", "evaluate_puzzle"}
+    for name, body in rules.items():
+        assert re.search(r"resources:\n\s+gpu=1,", body), f"rule {name} does not declare gpu=1"
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    assert "gres" not in json.dumps(profile) and "gpus" not in json.dumps(profile)

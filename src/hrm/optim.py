@@ -6,8 +6,6 @@ import math
 
 import torch
 
-from hrm.config import ImageRecipe
-
 
 def lr_at(step: int, *, peak: float, total: int, warmup: int, floor: float) -> float:
     """optax.warmup_cosine_decay_schedule(0, peak, warmup, total, floor * peak) at 0-based `step`.
@@ -22,10 +20,10 @@ def lr_at(step: int, *, peak: float, total: int, warmup: int, floor: float) -> f
     return end + (peak - end) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def adamw(params: list[torch.nn.Parameter], recipe: ImageRecipe) -> torch.optim.AdamW:
+def adamw(params: list[torch.nn.Parameter], lr: float, betas: tuple[float, float], eps: float,
+          weight_decay: float) -> torch.optim.AdamW:
     """AdamW with decay on ALL parameters (norm scales and BN included), as in the author code."""
-    return torch.optim.AdamW(params, lr=recipe.lr, betas=recipe.betas, eps=recipe.eps,
-                             weight_decay=recipe.weight_decay, foreach=True)
+    return torch.optim.AdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=True)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -154,7 +154,8 @@ class ImageRun(Run):
         self.model = build_model(exp.model, self.shape)
         self.model.init_weights(torch.Generator().manual_seed(seed))
         self.model.to(self.device)
-        self.optimizer = adamw(list(self.model.parameters()), self.recipe)
+        r = self.recipe
+        self.optimizer = adamw(list(self.model.parameters()), r.lr, r.betas, r.eps, r.weight_decay)
         self.steps_per_epoch = math.ceil(len(self.x_train) / self.recipe.batch_size)
         self.step_fn = BATCH_STEPS[exp.model.kind]
         if self.runtime.compile and self.device.type == "cuda":
