@@ -41,6 +41,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _named(exc: OSError, dest: Path) -> Exception:
+    """A full disk (or quota) becomes DiskFull naming the file being written; other errors stay as they are."""
+    return DiskFull(dest) if exc.errno in DiskFull.ERRNOS else exc
+
+
 @contextmanager
 def atomic_path(dest: Path | str) -> Iterator[Path]:
     """Yield a temporary path next to `dest`; it replaces `dest` only if the block succeeds."""
@@ -55,9 +60,7 @@ def atomic_path(dest: Path | str) -> Iterator[Path]:
         os.replace(tmp, dest)
         _fsync_dir(dest.parent)
     except OSError as exc:
-        if exc.errno in DiskFull.ERRNOS:
-            raise DiskFull(dest) from None
-        raise
+        raise _named(exc, dest) from None
     finally:
         _remove(tmp)
 
@@ -78,9 +81,7 @@ def atomic_dir(dest: Path | str) -> Iterator[Path]:
         os.replace(tmp, dest)
         _fsync_dir(dest.parent)
     except OSError as exc:
-        if exc.errno in DiskFull.ERRNOS:
-            raise DiskFull(dest) from None
-        raise
+        raise _named(exc, dest) from None
     finally:
         _remove(tmp)
         _remove(old)

@@ -1,6 +1,6 @@
 """`hrm evaluate` for the image study: test accuracy, per-class accuracy, confusion matrix, figures.
 
-The test pass is `hrm.evaluate.scoring.predict`, the same one training runs after every epoch,
+The test pass is `hrm.evaluate.image_pass.predict`, the same one training runs after every epoch,
 so both report the same number.
 """
 

@@ -64,11 +64,13 @@ def evaluate(params: Params, name: str, seed: int) -> Path:
     segments = sorted(set(exp.recipe.eval_halt_steps) | {trained})
     amp = autocast(device, params.runtime.precision)
     votes, each = arc_votes(data, segments) if data.tasks is not None else ({}, None)
+    # ARC: task names and their test answers (original space), in the order of the task indices.
+    names = list(data.tasks["answers"]) if data.tasks is not None else []
+    answers = [[np.array(a, np.uint8) for a in data.tasks["answers"][n]] for n in names] if names else []
     scores = score_puzzles(model, data.test, exp.recipe.eval_batch_size, device, amp, segments, each)
     by_segments: dict[str, dict[str, Any]] = {}
     for m, r in scores.items():
         if data.tasks is not None:
-            answers = [[np.array(a, np.uint8) for a in task] for task in data.tasks["answers"].values()]
             r = r | arc_scores(votes[m], answers) | {"headline_name": f"pass@{HEADLINE_K}"}
             r["headline"] = r[f"pass@{HEADLINE_K}"]
         else:
@@ -81,8 +83,6 @@ def evaluate(params: Params, name: str, seed: int) -> Path:
               "provenance": provenance.record(exp.params_hash())}
     g = exp.group
     if data.tasks is not None:
-        names = list(data.tasks["answers"])
-        answers = [[np.array(a, np.uint8) for a in data.tasks["answers"][n]] for n in names]
         write_json(paths.predictions_file(g, name, seed), submission(votes[trained], names, answers))
     else:
         write_json(paths.predictions_file(g, name, seed), failed_examples(model, data, exp, device, amp))

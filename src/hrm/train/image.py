@@ -15,7 +15,6 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -132,15 +131,10 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng(seed + epoch).permutation(n)
 
 
-def train(params: Params, name: str, seed: int) -> Path:
-    """Train one run; refuses (exit 2) if another process holds its run folder."""
-    exp = params.experiment(name)
-    data = built.load(exp.dataset)                    # validates the data before anything is written
-    return ImageRun(params, exp, seed, data).execute()
-
-
 class ImageRun(Run):
     """One image run: model, optimizer and data on the device, and the epoch loop."""
+
+    load_data = staticmethod(built.load)
 
     def __init__(self, params: Params, exp: Experiment, seed: int, data: built.ImageData) -> None:
         super().__init__(params, exp, seed)
@@ -238,11 +232,13 @@ class ImageRun(Run):
         if self.stop.received and epoch < self.recipe.epochs:
             raise self.stopped(f"after epoch {epoch}")
 
-    def metrics(self) -> dict[str, Any]:
+    def metrics(self, best: dict[str, Any]) -> dict[str, Any]:
         history = self.state.history
-        best = max(history, key=lambda r: r["test_acc"])
         return {"params": count_params(self.exp.model, self.shape), "epochs": self.state.epoch,
                 "epochs_planned": self.recipe.epochs, "complete": self.state.epoch == self.recipe.epochs,
                 "best_epoch": best["epoch"], "seconds_per_epoch": [r["seconds"] for r in history],
                 "mean_seconds_per_epoch": round(float(np.mean([r["seconds"] for r in history])), 3),
                 "eval_seconds_per_epoch": round(float(np.mean([r["eval_seconds"] for r in history])), 3)}
+
+
+train = ImageRun.train

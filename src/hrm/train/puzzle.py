@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,13 +41,9 @@ def warmup_constant(step: int, peak: float, warmup: int) -> float:
     return peak * min(1.0, (step + 1) / warmup) if warmup else peak
 
 
-def train(params: Params, name: str, seed: int) -> Path:
-    exp = params.experiment(name)
-    data = stream.load(exp.dataset)                  # validates the data before anything is written
-    return PuzzleRun(params, exp, seed, data).execute()
-
-
 class PuzzleRun(Run):
+    load_data = staticmethod(stream.load)
+
     def __init__(self, params: Params, exp: Experiment, seed: int, data: stream.PuzzleData) -> None:
         super().__init__(params, exp, seed)
         assert isinstance(exp.recipe, PuzzleRecipe)
@@ -188,9 +183,8 @@ class PuzzleRun(Run):
         log.info("%s update %d: test exact accuracy %.4f", self.label, s.step, scores["exact_acc"])
         self.save()
 
-    def metrics(self) -> dict[str, Any]:
-        s, done = self.state, self.batches_done
-        best = max(s.history, key=lambda h: h["test_acc"])
+    def metrics(self, best: dict[str, Any]) -> dict[str, Any]:
+        done = self.batches_done
         epochs_done = done / self.batches_per_epoch
         return {"scheme": self.recipe.scheme, "params": count_params(self.exp.model, self.shape),
                 "epochs": math.floor(epochs_done) if done < self.total else self.recipe.epochs,
@@ -198,3 +192,6 @@ class PuzzleRun(Run):
                 "batches": done, "batches_planned": self.total, "best_step": best["step"],
                 "mean_seconds_per_epoch": round(self.elapsed() / max(epochs_done, 1e-9), 3),
                 "test_metric": "exact accuracy of the test examples at M_max (voting: eval.json)"}
+
+
+train = PuzzleRun.train

@@ -135,11 +135,23 @@ class Run:
     def load_extra(self, extra: dict[str, Any]) -> None:
         pass
 
-    def metrics(self) -> dict[str, Any]:
-        """The study's own metrics.json fields (the harness adds identity, timing, GPU and provenance)."""
+    def metrics(self, best: dict[str, Any]) -> dict[str, Any]:
+        """The study's own metrics.json fields, given the best history row (the harness adds identity,
+        accuracy, timing, GPU and provenance)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def load_data(dataset: str) -> Any:
+        """The built data set, validated (before anything is written)."""
         raise NotImplementedError
 
     # ---- the harness
+    @classmethod
+    def train(cls, params: Params, name: str, seed: int) -> Path:
+        """`hrm train` for this study; refuses (exit 2) if another process holds the run folder."""
+        exp = params.experiment(name)
+        return cls(params, exp, seed, cls.load_data(exp.dataset)).execute()  # type: ignore[call-arg]
+
     def execute(self) -> Path:
         exp, r = self.exp, self.exp.recipe
         with RunLock(paths.run_dir(exp.group, exp.name, self.seed)):
@@ -186,7 +198,7 @@ class Run:
             "model": exp.model_name, "recipe": exp.recipe_name, "mode": exp.mode, "optimizer_steps": s.step,
             "test_acc": s.history[-1]["test_acc"], "best_test_acc": best["test_acc"],
             "train_acc": s.history[-1]["train_acc"], "train_loss": s.history[-1]["train_loss"],
-            **self.metrics(),
+            **self.metrics(best),
             "total_seconds": round(self.elapsed(), 3), "resumed_from": s.resumed_from,
             "gpu": gpu, "provenance": provenance.record(exp.params_hash(), gpu["device_name"]),
         }
