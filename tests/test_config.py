@@ -150,6 +150,10 @@ def test_params_file_is_accepted_before_and_after_the_verb(tmp_path: Path,
                                               "study has no fidelity modes"),
     ("digits-cnn", {"mode": None}, "experiments.digits-cnn.mode: missing; the image study needs one of"),
     ("digits-cnn", {"model": "hrm-puzzle-tiny"}, "is of the image study, which needs a model of kind cnn or hrm-image"),
+    ("mnist-hrm", {"stands_for": "mnist-cnn"}, "experiments.mnist-hrm.stands_for: got 'mnist-cnn'; only a demo "
+                                               "experiment names one"),
+    ("sudoku-demo-hrm", {"stands_for": "maze-demo-hrm"}, "it must be a paper experiment"),
+    ("sudoku-demo-hrm", {"stands_for": "sudoku-extreme-hrm"}, "did you mean 'sudoku-extreme-1k-hrm'"),
 ])
 def test_each_study_takes_only_its_own_keys(experiment: str, change: dict, message: str, tmp_path: Path) -> None:
     raw = yaml.safe_load((REPO / "params.yaml").read_text())

@@ -39,8 +39,8 @@ def test_every_stage_imports_only_what_it_declares(project: Path) -> None:
         "maze-tiny": {"group": "demo", "dataset": "maze-demo", "model": "hrm-puzzle-tiny", "recipe": "maze-tiny",
                       "seeds": [0]}})
     raw["recipes"]["tiny"]["epochs"] = 1
-    raw["recipes"]["maze-tiny"] = {**raw["recipes"]["puzzle-demo"], "epochs": 1, "eval_interval": 1,
-                                   "eval_halt_steps": [1]}
+    raw["recipes"]["maze-tiny"] = {**raw["recipes"]["maze-demo"], "epochs": 1, "eval_interval": 1,
+                                   "batch_size": 500, "eval_halt_steps": [1]}
     write_params(project, raw)
     table = stages.stage_table(load_params())
     assert {s.verb for s in table} == {"download", "build", "train", "evaluate", "report"}

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import REPO, real_params, write_params
 
@@ -20,11 +21,11 @@ from hrm.config import load_params
 BIN = Path(sys.executable).parent
 
 
-def snakemake_plan(root: Path, target: str) -> list[dict[str, object]]:
-    """Jobs of `snakemake -n -p --forceall TARGET`: rule, inputs, outputs, log and shell command."""
+def snakemake_plan(root: Path, target: str, *options: str) -> list[dict[str, object]]:
+    """Jobs of `snakemake -n -p --forceall [OPTIONS] TARGET`: rule, inputs, outputs, log, resources, shell."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    out = subprocess.run([str(BIN / "snakemake"), "-n", "-p", "--forceall", target], cwd=root, env=env,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run([str(BIN / "snakemake"), "-n", "-p", "--forceall", *options, "--", target], cwd=root,
+                         env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr + out.stdout
     jobs = []
     for block in re.split(r"\n(?=rule \S+:)", out.stdout + out.stderr)[1:]:
@@ -32,6 +33,10 @@ def snakemake_plan(root: Path, target: str) -> list[dict[str, object]]:
         for key in ("input", "output", "log"):
             m = re.search(rf"^    {key}: (.*)$", block, re.M)
             job[key] = set(m.group(1).split(", ")) if m else set()
+        m = re.search(r"^    threads: (\d+)$", block, re.M)
+        job["threads"] = int(m.group(1)) if m else 1
+        m = re.search(r"^    resources: (.*)$", block, re.M)
+        job["resources"] = dict(kv.split("=", 1) for kv in m.group(1).split(", ")) if m else {}
         m = re.search(r"^Shell command: (.*)$", block, re.M)
         job["shell"] = m.group(1) if m and m.group(1) != "None" else None
         jobs.append(job)
@@ -123,14 +128,21 @@ def test_snakemake_lint_is_clean() -> None:
     assert out.returncode == 0 and "in a good condition" in out.stdout + out.stderr, out.stdout + out.stderr
 
 
-def test_every_gpu_rule_gets_a_gpu_on_slurm_from_its_resource() -> None:
-    """GPU jobs are the rules of the train and evaluate verbs; each declares `gpu=1`, which the SLURM
-    executor plugin turns into `--gpus=1`, so the cluster profile lists no rule by name for GPUs."""
-    text = (REPO / "workflow" / "rules" / "train.smk").read_text()
-    blocks = re.split(r"\n(?=rule )", text)
-    rules = {b.split(":", 1)[0].split()[1]: b for b in blocks if b.startswith("rule ")}
-    assert set(rules) == {"train", "evaluate", "evaluate_puzzle"}
-    for name, body in rules.items():
-        assert re.search(r"resources:\n\s+gpu=1,", body), f"rule {name} does not declare gpu=1"
+def test_only_jobs_that_hold_a_gpu_count_against_the_gpu_limit() -> None:
+    """Train and evaluate jobs declare gpu=1 only when they will use CUDA: here (no CUDA, device auto)
+    none does, so `--cores 2` runs two demo jobs at once, one thread each, and a CPU paper run takes
+    every core. On a cluster (the SLURM profile's gpu_nodes=true) every such job asks for its GPU,
+    which the executor plugin turns into --gpus=1 (so the profile names no rule for GPUs)."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: every train/evaluate job holds a GPU")
+    gpu_rules = {"train", "evaluate", "evaluate_puzzle"}
+    demo = [j for j in snakemake_plan(REPO, "demo", "--cores", "2") if j["rule"] in gpu_rules]
+    assert demo and all(j["resources"].get("gpu") == "0" and j["threads"] == 1 for j in demo)
+    paper = [j for j in snakemake_plan(REPO, "train_mnist", "--cores", "2") if j["rule"] == "train"]
+    assert paper and all(j["threads"] == 2 for j in paper)       # Snakemake sets OMP_NUM_THREADS to it
+    cluster = [j for j in snakemake_plan(REPO, "train_mnist", "--cores", "2", "--config", "gpu_nodes=true")
+               if j["rule"] == "train"]
+    assert cluster and all(j["resources"].get("gpu") == "1" for j in cluster)
     profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    assert "gpu_nodes=true" in profile["config"]
     assert "gres" not in json.dumps(profile) and "gpus" not in json.dumps(profile)

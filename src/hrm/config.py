@@ -91,6 +91,8 @@ class ExperimentSpec:
     seeds: tuple[int, ...] = spec("one run per seed", ge=0)
     mode: Literal["faithful", "corrected"] | None = spec(
         "image study only: reproduce the author code's quirks, or fix them (REFERENCE I.5)", default=None)
+    stands_for: str | None = spec("demo only: the paper experiment this one stands in for (named in the "
+                                  "table beside it)", default=None)
 
 
 RecipeConfig = ImageRecipe | PuzzleRecipe
@@ -109,6 +111,7 @@ class Experiment:
     recipe: RecipeConfig
     seeds: tuple[int, ...]
     mode: str | None        # None where the study has no fidelity modes
+    stands_for: str | None = None   # demo only: the paper experiment it stands in for
 
     @property
     def study(self) -> studies.Study:
@@ -119,12 +122,14 @@ class Experiment:
                 "model": {"name": self.model_name, **dataclasses.asdict(self.model)},
                 "recipe": {"name": self.recipe_name, **dataclasses.asdict(self.recipe)},
                 "seeds": list(self.seeds)}
-        return body | ({"mode": self.mode} if self.mode is not None else {})
+        return (body | ({"mode": self.mode} if self.mode is not None else {})
+                | ({"stands_for": self.stands_for} if self.stands_for is not None else {}))
 
     def params_hash(self) -> str:
-        """Hash of everything that shapes a run of this experiment (not the seed list)."""
+        """Hash of everything that shapes a run of this experiment (not the seed list, not the label)."""
         body = self.as_dict()
         body.pop("seeds")
+        body.pop("stands_for", None)
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -189,7 +194,7 @@ def _resolve(name: str, s: ExperimentSpec, models: dict[str, ModelConfig],
                           f"remove the key")
     if len(set(s.seeds)) != len(s.seeds):
         raise ConfigError(f"{where}.seeds: got {list(s.seeds)}; seeds must be distinct")
-    return Experiment(name, s.group, s.dataset, s.model, model, s.recipe, recipe, s.seeds, s.mode)
+    return Experiment(name, s.group, s.dataset, s.model, model, s.recipe, recipe, s.seeds, s.mode, s.stands_for)
 
 
 def parse_params(raw: Any, path: Path) -> Params:
@@ -207,6 +212,13 @@ def parse_params(raw: Any, path: Path) -> Params:
     recipes = _named_sections(_recipe_class, raw["recipes"], "recipes")
     specs = _named_sections(lambda n, b: ExperimentSpec, raw["experiments"], "experiments")
     experiments = {name: _resolve(name, s, models, recipes) for name, s in specs.items()}
+    for name, e in experiments.items():
+        if e.stands_for is None:
+            continue
+        target = experiments.get(e.stands_for)
+        if e.group != "demo" or target is None or target.group != "paper":
+            raise ConfigError(f"experiments.{name}.stands_for: got {e.stands_for!r}; only a demo experiment "
+                              f"names one, and it must be a paper experiment{closest(e.stands_for, experiments)}")
     return Params(runtime, models, recipes, experiments, path)
 
 

@@ -27,6 +27,12 @@ def resolve_device(preference: str) -> torch.device:
     return torch.device("cuda", torch.cuda.current_device())
 
 
+def jobs_use_gpu(preference: str, gpu_nodes: bool = False) -> bool:
+    """Whether a train/evaluate job will hold a GPU: never with runtime.device cpu; with auto, when
+    CUDA is visible here or the jobs run on GPU nodes elsewhere (a cluster's head node has none)."""
+    return preference == "cuda" or (preference == "auto" and (gpu_nodes or torch.cuda.is_available()))
+
+
 def _nvml_handle(device: torch.device) -> Any:
     """NVML handle of the CUDA device, matched by UUID (NVML enumerates in PCI order)."""
     import pynvml

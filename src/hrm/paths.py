@@ -36,7 +36,7 @@ GROUP_LOG = "{root}/{verb}.log"
 TABLES = ("summary",)
 TABLE_EXTS = ("md", "csv")
 FIGURES = ("loss", "accuracy", "confusion", "errors")
-PUZZLE_FIGURES = ("loss", "accuracy", "scaling")
+PUZZLE_FIGURES = ("loss", "accuracy", "scaling", "boards")
 
 
 def raw_dir(dataset: str) -> Path:

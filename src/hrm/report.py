@@ -1,13 +1,18 @@
-"""`hrm report GROUP`: the audit table, paper vs reproduced, with provenance for each reproduced cell.
+"""`hrm report GROUP`: the audit tables, paper vs reproduced, with provenance for each reproduced cell.
 
-One row per (experiment, seed, metric). A run that is missing is "not run"; a run that stopped
-before its planned epochs is "cut short"; neither ever shows a paper number as reproduced.
+summary.md is for reading: a few sentences saying what the runs show, one headline row per run
+(paper vs reproduced side by side; a demo row names the paper experiment it stands in for), the
+detail metrics one row per run, and the provenance of every run. summary.csv is the long form,
+one row per (experiment, seed, metric), each with its provenance. A run that is missing is "not
+run"; a run that stopped before its planned epochs is "cut short"; neither ever shows a paper
+number as reproduced.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +20,7 @@ import polars as pl
 
 from hrm import paths
 from hrm.atomic import write_text
-from hrm.config import Params
+from hrm.config import Experiment, Params
 from hrm.errors import DataError
 from hrm.paper import PAPER, SOURCE
 
@@ -25,23 +30,39 @@ log = logging.getLogger("hrm")
 METRICS = (("test_acc", "test accuracy (%)", 100.0), ("best_test_acc", "best test accuracy (%)", 100.0),
            ("train_acc", "train accuracy (%)", 100.0), ("mean_seconds_per_epoch", "seconds per epoch", 1.0),
            ("total_seconds", "total seconds", 1.0), ("params", "parameters", 1.0))
+# Numbers only a puzzle evaluation has, at the trained M_max: (key in eval.json's by_segments, label)
+EVAL_METRICS = (("token_acc", "token accuracy (%)"), ("one_view_pass@1", "pass@1, one view, no voting (%)"),
+                ("pass@1", "pass@1, voted (%)"), ("pass@2", "pass@2, voted (%)"))
+HEADLINE_LABELS = {"exact_acc": "exact accuracy (%)", "pass@2": "pass@2, voted (%)"}
 PAPER_KEY = {"mean_seconds_per_epoch": "seconds_per_epoch"}
 COLUMNS = ("experiment", "seed", "mode", "metric", "paper", "reproduced", "difference", "status", "device", "commit",
            "params_hash", "date", "command")
-
-
 REQUIRED = {"complete": bool, "epochs": int, "epochs_planned": int, "provenance": dict}
+INTRO = {
+    "paper": "The paper's experiments as run by this pipeline, beside the published numbers.",
+    "demo": "The demo runs the papers' code paths (the image HRM and CNN; the puzzle HRM with ACT, Q-learning, "
+            "one-step gradient, deep supervision, puzzle embeddings, Adam-atan2 and ARC voting) at toy sizes on "
+            "embedded or generated data, in minutes on a CPU. Its numbers are not the papers' and are not "
+            "compared with them; what carries over is the direction of each claim.",
+}
 
 
-def _load(path: Path) -> dict[str, Any] | None:
+def _read_json(path: Path, what: str, again: str) -> dict[str, Any] | None:
     try:
-        metrics = json.loads(path.read_text())
+        value = json.loads(path.read_text())
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: unreadable metrics file ({exc})") from None
-    if not isinstance(metrics, dict):
-        raise DataError(f"{path}: metrics file holds {type(metrics).__name__}, expected an object")
+        raise DataError(f"{path}: unreadable {what} ({exc}){again}") from None
+    if not isinstance(value, dict):
+        raise DataError(f"{path}: {what} holds {type(value).__name__}, expected an object{again}")
+    return value
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    metrics = _read_json(path, "metrics file", "")
+    if metrics is None:
+        return None
     for key, kind in REQUIRED.items():
         if not isinstance(metrics.get(key), kind):
             raise DataError(f"{path}: metrics field {key!r} is {metrics.get(key)!r}, expected {kind.__name__}")
@@ -52,17 +73,15 @@ def _load(path: Path) -> dict[str, Any] | None:
     return metrics
 
 
-def _evaluated(path: Path) -> float | None:
-    """The test accuracy `hrm evaluate` measured (ARC: pass@2 with voting), or None before evaluation."""
-    try:
-        value = json.loads(path.read_text()).get("test_acc")
-    except FileNotFoundError:
+def _evaluation(path: Path) -> dict[str, Any] | None:
+    """What `hrm evaluate` measured (test_acc: for ARC pass@2 with voting), or None before evaluation."""
+    result = _read_json(path, "evaluation file", "; run `hrm evaluate` again")
+    if result is None:
         return None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
-        raise DataError(f"{path}: unreadable evaluation file ({exc}); run `hrm evaluate` again") from None
+    value = result.get("test_acc")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise DataError(f"{path}: test_acc is {value!r}, expected a number; run `hrm evaluate` again")
-    return float(value)
+    return result
 
 
 def _status(metrics: dict[str, Any] | None) -> str:
@@ -73,33 +92,70 @@ def _status(metrics: dict[str, Any] | None) -> str:
     return "complete"
 
 
-def rows(params: Params, group: str) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class RunResult:
+    exp: Experiment
+    seed: int
+    metrics: dict[str, Any] | None
+    evaluation: dict[str, Any] | None
+
+    @property
+    def name(self) -> str:
+        return f"{self.exp.name} seed {self.seed}"
+
+    @property
+    def at_trained(self) -> dict[str, Any]:
+        """The evaluation's scores at the trained M_max (puzzle runs), else {}."""
+        e = self.evaluation or {}
+        return (e.get("by_segments") or {}).get(str(e.get("trained_halt_max_steps")), {})
+
+    def headline(self) -> tuple[str, float | None]:
+        """(label, percent): the evaluated test number, or training's last test pass before evaluation."""
+        if self.evaluation is not None:
+            label = HEADLINE_LABELS.get(self.evaluation.get("headline_name", ""), "test accuracy (%)")
+            return label, round(100 * float(self.evaluation["test_acc"]), 2)
+        value = (self.metrics or {}).get("test_acc")
+        return "test accuracy (%)", None if value is None else round(100 * float(value), 2)
+
+
+def collect(params: Params, group: str) -> list[RunResult]:
     out = []
     for exp in params.experiments.values():
-        if exp.group != group:
-            continue
-        paper = PAPER.get(exp.name, {})
-        for seed in exp.seeds:
-            metrics = _load(paths.metrics_file(group, exp.name, seed))
-            # The headline is the evaluation's number (for ARC: voting over the augmented versions).
-            evaluated = _evaluated(paths.eval_file(group, exp.name, seed)) if metrics else None
-            prov = (metrics or {}).get("provenance", {})
-            device = ((metrics or {}).get("gpu") or {}).get("device_name") or prov.get("hardware", {}).get("cpu")
-            commit = prov.get("commit")
-            for key, label, scale in METRICS:
-                published = paper.get(PAPER_KEY.get(key, key))
-                value = metrics.get(key) if metrics else None
-                if key == "test_acc" and evaluated is not None:
-                    value = evaluated
-                reproduced = None if value is None else round(float(value) * scale, 2)
-                out.append({
-                    "experiment": exp.name, "seed": seed, "mode": exp.mode, "metric": label,
-                    "paper": None if published is None else float(published), "reproduced": reproduced,
-                    "difference": None if published is None or reproduced is None else round(reproduced - published, 2),
-                    "status": _status(metrics), "device": device,
-                    "commit": (commit[:10] + ("+dirty" if prov.get("dirty") else "")) if commit else None,
-                    "params_hash": prov.get("params_hash"), "date": prov.get("date"), "command": prov.get("command"),
-                })
+        if exp.group == group:
+            for seed in exp.seeds:
+                metrics = _load(paths.metrics_file(group, exp.name, seed))
+                evaluation = _evaluation(paths.eval_file(group, exp.name, seed)) if metrics else None
+                out.append(RunResult(exp, seed, metrics, evaluation))
+    return out
+
+
+def long_rows(results: list[RunResult]) -> list[dict[str, Any]]:
+    """One row per (run, metric) with the run's provenance: the CSV."""
+    out = []
+    for r in results:
+        paper = PAPER.get(r.exp.name, {})
+        prov = (r.metrics or {}).get("provenance", {})
+        device = ((r.metrics or {}).get("gpu") or {}).get("device_name") or prov.get("hardware", {}).get("cpu")
+        commit = prov.get("commit")
+        common = {"experiment": r.exp.name, "seed": r.seed, "mode": r.exp.mode, "status": _status(r.metrics),
+                  "device": device, "commit": (commit[:10] + ("+dirty" if prov.get("dirty") else "")) if commit
+                  else None, "params_hash": prov.get("params_hash"), "date": prov.get("date"),
+                  "command": prov.get("command")}
+        values = []
+        for key, label, scale in METRICS:
+            value = (r.metrics or {}).get(key)
+            if key == "test_acc":
+                label, value = r.headline()[0], r.headline()[1]
+            elif value is not None:
+                value = round(float(value) * scale, 2)
+            values.append((key, label, value))
+        values += [(key, label, round(100 * float(r.at_trained[key]), 2)) for key, label in EVAL_METRICS
+                   if isinstance(r.at_trained.get(key), (int, float))]
+        for key, label, value in values:
+            published = paper.get(PAPER_KEY.get(key, key))
+            out.append(common | {
+                "metric": label, "paper": None if published is None else float(published), "reproduced": value,
+                "difference": None if published is None or value is None else round(value - published, 2)})
     return out
 
 
@@ -111,27 +167,86 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
-def markdown(frame: pl.DataFrame, group: str) -> str:
-    lines = [f"# HRM studies: paper vs reproduced ({group})", "",
-             f"Paper column: {SOURCE}. Reproduced column: this pipeline's runs, each with its provenance. "
-             "A dash means no number (not in the paper, or not run). Test accuracy is `hrm evaluate`'s (ARC: "
-             "pass@2 with voting); best test accuracy is the best of training's test passes (puzzles: exact "
-             "accuracy, no voting). Mode `faithful` reproduces the author code's quirks (REFERENCE I.5), "
-             "`corrected` fixes them.", "",
-             "| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in frame.iter_rows()]
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            + ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows])
+
+
+def _stands_for(r: RunResult) -> str | None:
+    target = r.exp.stands_for
+    if target is None:
+        return None
+    published = PAPER.get(target, {}).get("test_acc")
+    return target if published is None else f"{target} (paper {published:.2f})"
+
+
+def findings(results: list[RunResult]) -> list[str]:
+    """Sentences from the numbers: each data set's runs side by side, and each inference-time curve."""
+    lines = []
+    by_dataset: dict[str, list[RunResult]] = {}
+    for r in results:
+        by_dataset.setdefault(r.exp.dataset, []).append(r)
+    for dataset, runs in by_dataset.items():
+        done = [(r, r.headline()) for r in runs if r.metrics is not None]
+        if not done:
+            lines.append(f"* {dataset}: not run yet.")
+            continue
+        parts = [f"{r.exp.name} {value:.2f}" for r, (_, value) in done if value is not None]
+        label = done[0][1][0]
+        cut = [r.name for r in runs if _status(r.metrics) != "complete"]
+        note = f" (not complete: {', '.join(cut)})" if cut else ""
+        lines.append(f"* {dataset}, {label}: {' vs '.join(parts)}{note}.")
+        for r, _ in done:
+            by = (r.evaluation or {}).get("by_segments") or {}
+            if len(by) > 1:
+                curve = ", ".join(f"{m}: {100 * by[m]['headline']:.1f}" for m in sorted(by, key=int))
+                lines.append(f"  * {r.exp.name}, trained with M_max = {r.evaluation['trained_halt_max_steps']}, "
+                             f"by segments at test time: {curve}.")
+            if "one_view_pass@1" in r.at_trained:
+                a = r.at_trained
+                lines.append(f"  * {r.exp.name}: pass@1 {100 * a['one_view_pass@1']:.1f} from the one unaugmented "
+                             f"view, {100 * a['pass@1']:.1f} voted over the augmented versions; pass@2 voted "
+                             f"{100 * a['pass@2']:.1f}.")
+    return lines
+
+
+def markdown(results: list[RunResult], rows: list[dict[str, Any]], group: str) -> str:
+    head = [[r.name, _stands_for(r) or "—", *_headline_cells(r, rows)] for r in results]
+    detail_labels = [label for label in dict.fromkeys(row["metric"] for row in rows)
+                     if label not in {r.headline()[0] for r in results}]
+    cells = {(row["experiment"], row["seed"], row["metric"]): row["reproduced"] for row in rows}
+    detail = [[r.name, *[cells.get((r.exp.name, r.seed, label)) for label in detail_labels]] for r in results]
+    by_run = {(row["experiment"], row["seed"]): row for row in rows}
+    prov = [[r.name, *[by_run[(r.exp.name, r.seed)][k] for k in ("device", "commit", "params_hash", "date",
+                                                                  "command")]] for r in results]
+    lines = [f"# HRM studies: paper vs reproduced ({group})", "", INTRO.get(group, ""), "", "## What the runs show",
+             "", *findings(results), "", "## Headline: one row per run", "",
+             *_table(["run", "stands in for", "metric", "paper", "reproduced", "difference", "status"], head),
+             "", "## Detail", "", *_table(["run", *detail_labels], detail), "", "## Provenance", "",
+             *_table(["run", "device", "commit", "params hash", "date", "command"], prov), "",
+             f"Paper column: {SOURCE}. A dash means no number (not in the paper, or not run). Test accuracy is "
+             "`hrm evaluate`'s (ARC: pass@2 with voting); best test accuracy is the best of training's test "
+             "passes (puzzles: exact accuracy, no voting). Mode `faithful` reproduces the author code's quirks "
+             "(REFERENCE I.5), `corrected` fixes them. The long form with provenance on every row: summary.csv."]
     return "\n".join(lines) + "\n"
 
 
+def _headline_cells(r: RunResult, rows: list[dict[str, Any]]) -> list[Any]:
+    label = r.headline()[0]
+    row = next(x for x in rows if x["experiment"] == r.exp.name and x["seed"] == r.seed and x["metric"] == label)
+    return [label, row["paper"], row["reproduced"], row["difference"], row["status"]]
+
+
 def report(params: Params, group: str) -> list[Path]:
-    table = rows(params, group)
-    if not table:
+    results = collect(params, group)
+    if not results:
         raise DataError(f"no experiments in group {group!r} in {params.path}")
-    frame = pl.DataFrame(table, schema={c: pl.Float64 if c in ("paper", "reproduced", "difference") else
-                                        (pl.Int64 if c == "seed" else pl.Utf8) for c in COLUMNS})
+    rows = long_rows(results)
+    frame = pl.DataFrame(rows, schema={c: pl.Float64 if c in ("paper", "reproduced", "difference") else
+                                       (pl.Int64 if c == "seed" else pl.Utf8) for c in COLUMNS})
     md, csv = paths.table_files(group)
     write_text(csv, frame.write_csv())
-    write_text(md, markdown(frame, group))
+    write_text(md, markdown(results, rows, group))
     done = frame.filter(pl.col("status") == "complete")["experiment"].n_unique()
     log.info("%s: %d rows, %d experiments complete -> %s, %s", group, len(frame), done, md, csv)
     return [md, csv]

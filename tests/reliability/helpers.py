@@ -37,12 +37,14 @@ PUZZLE_EXPERIMENT = "maze-tiny"
 
 
 def setup_puzzle_run(folder: Path) -> None:
-    """A tiny, deterministic puzzle HRM with ACT (carry scheme) on the generated mazes, checkpointing
-    every epoch, data already built."""
-    raw = tiny_params(**{PUZZLE_EXPERIMENT: {"group": GROUP, "dataset": "maze-demo", "model": "hrm-puzzle-tiny",
+    """A tiny, deterministic puzzle HRM with ACT (carry scheme) on the demo's generated mazes, 2 updates
+    per epoch for 4 epochs, checkpointing every epoch, data already built."""
+    raw = tiny_params(**{PUZZLE_EXPERIMENT: {"group": GROUP, "dataset": "maze-demo", "model": "maze-tiny",
                                              "recipe": "maze-tiny", "seeds": [SEED]}})
-    raw["recipes"]["maze-tiny"] = {**raw["recipes"]["puzzle-demo"], "epochs": 4, "eval_interval": 1,
-                                   "batch_size": 32, "eval_halt_steps": [1]}
+    raw["models"]["maze-tiny"] = {**raw["models"]["hrm-puzzle-tiny"], "hidden": 32, "heads": 2, "mlp_inner": 64,
+                                  "low_layers": 1, "high_layers": 1}
+    raw["recipes"]["maze-tiny"] = {**raw["recipes"]["maze-demo"], "epochs": 4, "eval_interval": 1,
+                                   "batch_size": 500, "eval_halt_steps": [1]}
     raw["runtime"]["log_every_steps"] = 1
     write_params(folder, raw)
     assert main(["download", "maze-demo"]) == 0 and main(["build", "maze-demo"]) == 0

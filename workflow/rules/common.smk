@@ -4,9 +4,22 @@ import re
 
 from hrm import paths, stages, studies
 from hrm.config import load_params
+from hrm.gpu import jobs_use_gpu
 
 PARAMS = load_params()
 TABLE = stages.stage_table(PARAMS)
+# Whether train/evaluate jobs hold a GPU: runtime.device, and CUDA on this machine, or on the
+# cluster's nodes when the profile says so (config gpu_nodes=true: the SLURM profile).
+JOB_GPUS = int(jobs_use_gpu(PARAMS.runtime.device, bool(config.get("gpu_nodes", False))))
+
+
+def job_threads(wc):
+    """Cores a train/evaluate job takes (Snakemake sets OMP_NUM_THREADS to it, which torch follows).
+    A GPU job or a demo run (a tiny model: 1.6x faster on 2 threads than on 1, so two side by side
+    beat two in turn) takes one, so `--cores 2` runs two at once; a CPU paper run takes them all."""
+    if JOB_GPUS or PARAMS.experiment(wc.experiment).group == "demo":
+        return 1
+    return workflow.cores
 
 
 def _names(study):

@@ -1,4 +1,5 @@
 # train -> evaluate, one job per (experiment, seed). {root} must be the experiment's group root.
+# Only jobs that hold a GPU count against the gpu=1 limit (profiles/default); CPU jobs share the cores.
 
 
 rule train:
@@ -13,8 +14,9 @@ rule train:
         paths.RUN_LOG.format(verb="train", root="{root}", experiment="{experiment}", seed="{seed}"),
     conda:
         "../envs/hrm.yaml"
+    threads: job_threads
     resources:
-        gpu=1,
+        gpu=JOB_GPUS,
     params:
         # Changing the experiment's params changes this hash, which makes Snakemake rerun the job.
         config=lambda wc: experiment(wc).params_hash(),
@@ -34,8 +36,9 @@ rule evaluate:
         experiment=IMAGE_EXPERIMENTS,
     conda:
         "../envs/hrm.yaml"
+    threads: job_threads
     resources:
-        gpu=1,
+        gpu=JOB_GPUS,
     params:
         config=lambda wc: experiment(wc).params_hash(),
     shell:
@@ -55,8 +58,9 @@ rule evaluate_puzzle:
         experiment=PUZZLE_EXPERIMENTS,
     conda:
         "../envs/hrm.yaml"
+    threads: job_threads
     resources:
-        gpu=1,
+        gpu=JOB_GPUS,
     params:
         config=lambda wc: experiment(wc).params_hash(),
     shell:

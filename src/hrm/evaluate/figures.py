@@ -34,7 +34,7 @@ def read_trace(path: Path, columns: dict[str, type]) -> list[dict[str, float]]:
     return rows
 
 
-def _save(fig: plt.Figure, path: Path) -> None:
+def save(fig: plt.Figure, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
@@ -56,7 +56,7 @@ def loss_trace(steps: np.ndarray, losses: np.ndarray, title: str, path: Path) ->
     ax.set(xlabel="optimizer step", ylabel="training loss", title=title)
     ax.grid(alpha=0.3)
     ax.legend()
-    _save(fig, path)
+    save(fig, path)
 
 
 def accuracy_curves(history: list[dict[str, Any]], title: str, path: Path) -> None:
@@ -67,7 +67,7 @@ def accuracy_curves(history: list[dict[str, Any]], title: str, path: Path) -> No
     ax.set(xlabel="epoch", ylabel="accuracy (%)", title=title)
     ax.grid(alpha=0.3)
     ax.legend()
-    _save(fig, path)
+    save(fig, path)
 
 
 def confusion_matrix(counts: np.ndarray, names: list[str], title: str, path: Path) -> None:
@@ -86,7 +86,7 @@ def confusion_matrix(counts: np.ndarray, names: list[str], title: str, path: Pat
                         color="white" if norm[i, j] > 0.5 else "black")
     ax.set(xlabel="predicted", ylabel="true", title=title)
     fig.colorbar(im, ax=ax, fraction=0.046)
-    _save(fig, path)
+    save(fig, path)
 
 
 def error_grid(images: np.ndarray, true: list[int], pred: list[int], names: list[str], title: str,
@@ -102,7 +102,7 @@ def error_grid(images: np.ndarray, true: list[int], pred: list[int], names: list
         ax.imshow(pic[..., 0] if pic.shape[-1] == 1 else pic, cmap="gray" if pic.shape[-1] == 1 else None)
         ax.set_title(f"{names[t][:8]}/{names[p][:8]}", fontsize=6)
     fig.suptitle(f"{title} (true/pred)" if len(images) else f"{title}: no errors", fontsize=9)
-    _save(fig, path)
+    save(fig, path)
 
 
 def scaling_curve(segments: list[int], scores: list[float], metric: str, trained_max: int, title: str,
@@ -115,4 +115,4 @@ def scaling_curve(segments: list[int], scores: list[float], metric: str, trained
     ax.set_xscale("log", base=2)
     ax.grid(alpha=0.3)
     ax.legend()
-    _save(fig, path)
+    save(fig, path)

@@ -21,7 +21,7 @@ from hrm import checkpoint, paths, provenance, studies
 from hrm.atomic import write_json
 from hrm.config import Experiment, Params, PuzzleRecipe
 from hrm.data.puzzles import stream
-from hrm.evaluate import figures
+from hrm.evaluate import boards, figures
 from hrm.evaluate.puzzle_pass import predict_segments, score_puzzles
 from hrm.evaluate.voting import HEADLINE_K, Votes, arc_scores, submission
 from hrm.gpu import autocast, resolve_device
@@ -39,19 +39,24 @@ def load_model(params: Params, name: str, seed: int, data: stream.PuzzleData, de
     return model.to(device)
 
 
-def arc_votes(data: stream.PuzzleData, segments: list[int]) -> tuple[dict[int, Votes], Any]:
-    """One Votes per segment count, and the `each` callback that fills them from scored batches."""
+def arc_votes(data: stream.PuzzleData, segments: list[int]) -> tuple[dict[int, Votes], dict[int, Votes], Any]:
+    """Per segment count: the votes of every version, the one view of the unaugmented task alone
+    (what the model answers without voting), and the `each` callback that fills both."""
     assert data.augmentations is not None
-    votes = {m: Votes() for m in segments}
+    votes, single = {m: Votes() for m in segments}, {m: Votes() for m in segments}
     task_of, test_index, ids = stream.example_tasks(data)
+    identity = np.arange(len(data.augmentations[0]) - 1)
 
     def each(m: int, idx: np.ndarray, pred: torch.Tensor, conf: torch.Tensor) -> None:
         pred_np, conf_np = pred.to(torch.uint8).cpu().numpy(), conf.cpu().numpy()
         for j, e in enumerate(idx):
             aug = data.augmentations[ids[e]]
-            votes[m].add(int(task_of[e]), int(test_index[e]), pred_np[j], int(aug[0]), aug[1:], float(conf_np[j]))
+            vote = (int(task_of[e]), int(test_index[e]), pred_np[j], int(aug[0]), aug[1:], float(conf_np[j]))
+            votes[m].add(*vote)
+            if aug[0] == 0 and np.array_equal(aug[1:], identity):
+                single[m].add(*vote)
 
-    return votes, each
+    return votes, single, each
 
 
 def evaluate(params: Params, name: str, seed: int) -> Path:
@@ -63,7 +68,7 @@ def evaluate(params: Params, name: str, seed: int) -> Path:
     trained = exp.model.halt_max_steps
     segments = sorted(set(exp.recipe.eval_halt_steps) | {trained})
     amp = autocast(device, params.runtime.precision)
-    votes, each = arc_votes(data, segments) if data.tasks is not None else ({}, None)
+    votes, single, each = arc_votes(data, segments) if data.tasks is not None else ({}, {}, None)
     # ARC: task names and their test answers (original space), in the order of the task indices.
     names = list(data.tasks["answers"]) if data.tasks is not None else []
     answers = [[np.array(a, np.uint8) for a in data.tasks["answers"][n]] for n in names] if names else []
@@ -71,7 +76,8 @@ def evaluate(params: Params, name: str, seed: int) -> Path:
     by_segments: dict[str, dict[str, Any]] = {}
     for m, r in scores.items():
         if data.tasks is not None:
-            r = r | arc_scores(votes[m], answers) | {"headline_name": f"pass@{HEADLINE_K}"}
+            r = r | arc_scores(votes[m], answers) | {"headline_name": f"pass@{HEADLINE_K}",
+                                                     "one_view_pass@1": arc_scores(single[m], answers)["pass@1"]}
             r["headline"] = r[f"pass@{HEADLINE_K}"]
         else:
             r = r | {"headline": r["exact_acc"], "headline_name": "exact_acc"}
@@ -89,6 +95,14 @@ def evaluate(params: Params, name: str, seed: int) -> Path:
     out = paths.eval_file(g, name, seed)
     write_json(out, result)
     draw_figures(g, name, seed, result)
+    board_file, title = paths.figure_file(g, name, seed, "boards"), f"{name} seed {seed}"
+    if data.tasks is not None:
+        voted = [(votes[trained].ranked(i, 0) or [None])[0] for i in range(len(names))]
+        boards.arc_answers([(n, np.array(data.tasks["inputs"][n][0]), v, a[0])
+                            for n, v, a in zip(names, voted, answers)], title + ": first test input of each "
+                           "evaluation task", board_file)
+    else:
+        draw_segments(model, data, segments, device, amp, title, board_file)
     log.info("%s seed %d: test %s %.4f at M_max=%d; by segments: %s", name, seed, head["headline_name"],
              head["headline"], trained, {m: round(s["headline"], 4) for m, s in by_segments.items()})
     return out
@@ -115,8 +129,26 @@ def failed_examples(model: torch.nn.Module, data: stream.PuzzleData, exp: Experi
     return {"note": "token ids (see the data set's dataset.json); the first failures at M_max", "failed": failed}
 
 
+@torch.no_grad()
+def draw_segments(model: torch.nn.Module, data: stream.PuzzleData, segments: list[int], device: torch.device,
+                  amp: AbstractContextManager, title: str, path: Path) -> None:
+    """The answer after each segment for one test puzzle: the first whose answer changes between the
+    first and the last segment (the refinement the figure is for), else the first test puzzle."""
+    split, last = data.test, max(segments)
+    n = min(len(split.inputs), 256)
+    idx = np.arange(n)
+    preds = {m: p.cpu().numpy() for m, p, _, _ in predict_segments(model, split, idx, stream.example_puzzles(split),
+                                                                 device, amp, set(range(1, last + 1)))}
+    changed = np.flatnonzero((preds[1] != preds[last]).any(axis=1))
+    j = int(changed[0]) if len(changed) else 0
+    which = "first test puzzle whose answer changes across segments" if len(changed) else "first test puzzle"
+    boards.segment_boards(str(data.info.get("kind")), np.asarray(split.inputs[j]),
+                          [preds[m][j] for m in range(1, last + 1)], np.asarray(split.labels[j]),
+                          f"{title}: test puzzle {j} ({which})", path)
+
+
 def draw_figures(group: str, name: str, seed: int, result: dict) -> None:
-    out = {f: paths.figure_file(group, name, seed, f) for f in paths.PUZZLE_FIGURES}
+    out = {f: paths.figure_file(group, name, seed, f) for f in ("loss", "accuracy", "scaling")}
     title = f"{name} seed {seed}"
     steps = figures.read_trace(paths.steps_file(group, name, seed), {"step": int, "loss": float})
     figures.loss_trace(np.array([r["step"] for r in steps]), np.array([r["loss"] for r in steps]), title, out["loss"])

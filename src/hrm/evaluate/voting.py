@@ -1,6 +1,6 @@
 """ARC evaluation by voting (REFERENCE II.4): the one implementation, used by `hrm evaluate` and the tests.
 
-Each augmented version's prediction is cropped from the 30x30 canvas, mapped back to the original
+Each augmented version's prediction is cropped from its square canvas (30x30 in the paper), mapped back to the original
 task (inverse dihedral transform, then inverse colour map), and counted. Answers are ranked by
 (votes, mean sigmoid(q_halt)); pass@K counts a task solved when every one of its test inputs has
 its true answer among the top K (HRM), or credits each test input on its own (TRM's partial
@@ -13,14 +13,14 @@ from collections import defaultdict
 
 import numpy as np
 
-from hrm.data.puzzles.arc import COLOR_OFFSET, GRID, invert_answer
+from hrm.data.puzzles.arc import COLOR_OFFSET, invert_answer
 
 PASS_AT = (1, 2, 10, 100, 1000)
 HEADLINE_K = 2                     # the paper's ARC number is pass@2
 
 
 def crop(tokens: np.ndarray) -> np.ndarray:
-    """The top-left grid of a 30x30 token canvas, up to the first PAD/EOS in row 0 and column 0, as colours."""
+    """The top-left grid of a square token canvas, up to the first PAD/EOS in row 0 and column 0, as colours."""
     stop_col = np.flatnonzero(tokens[0] < COLOR_OFFSET)
     stop_row = np.flatnonzero(tokens[:, 0] < COLOR_OFFSET)
     w = int(stop_col[0]) if len(stop_col) else tokens.shape[1]
@@ -40,8 +40,10 @@ class Votes:
 
     def add(self, task: int, test_index: int, tokens: np.ndarray, trans: int, colors: np.ndarray,
             confidence: float) -> None:
-        """One version's prediction: `tokens` (900,) or (30, 30), under dihedral `trans` and colour map `colors`."""
-        grid = invert_answer(crop(np.asarray(tokens).reshape(GRID, GRID)).astype(np.uint8), trans, colors)
+        """One version's prediction: `tokens` (side*side,) or (side, side), under dihedral `trans`, colours `colors`."""
+        tokens = np.asarray(tokens)
+        side = round(tokens.size ** 0.5)
+        grid = invert_answer(crop(tokens.reshape(side, side)).astype(np.uint8), trans, colors)
         key = bytes([grid.shape[0], grid.shape[1] if grid.size else 0]) + grid.tobytes()
         entry = self.tally[(task, test_index)].setdefault(key, [0, 0.0, grid])
         entry[0] += 1

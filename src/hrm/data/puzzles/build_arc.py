@@ -21,8 +21,8 @@ import numpy as np
 
 from hrm.data.puzzles import arc
 from hrm.data.puzzles.layout import AUGMENTATIONS, IDENTIFIERS, Metadata, Rows, array_path, write_index
+from hrm.errors import DataError
 
-SEQ_LEN = arc.GRID * arc.GRID
 SWAPS = (1, 3, 6, 7)       # transforms that swap height and width
 
 
@@ -43,6 +43,7 @@ class _Job:
     count: int
     tries_factor: int
     seed: int
+    canvas: int
     versions: list[arc.Versions] | None = None
     files: dict[str, Rows] | None = None
     first_row: dict[str, np.ndarray] | None = None
@@ -71,7 +72,7 @@ def _render_one(i: int) -> None:
     swap = np.isin(versions.dihedral, SWAPS)
     for split, pairs, translate in _parts(task):
         e_count = len(pairs)
-        slabs = {k: np.zeros((n * e_count, SEQ_LEN), np.uint8) for k in ("inputs", "labels")}
+        slabs = {k: np.zeros((n * e_count, job.canvas ** 2), np.uint8) for k in ("inputs", "labels")}
         still = rng.integers(0, e_count, size=n)            # one example per version stays at the corner
         for e, (inp, out) in enumerate(pairs):
             h, w = max(inp.shape[0], out.shape[0]), max(inp.shape[1], out.shape[1])
@@ -81,11 +82,11 @@ def _render_one(i: int) -> None:
                 span_r = np.where(swap, w, h)
                 span_c = np.where(swap, h, w)
                 move = still != e
-                rows = np.where(move, (rng.random(n) * (arc.GRID - span_r + 1)).astype(np.int64), 0)
-                cols = np.where(move, (rng.random(n) * (arc.GRID - span_c + 1)).astype(np.int64), 0)
+                rows = np.where(move, (rng.random(n) * (job.canvas - span_r + 1)).astype(np.int64), 0)
+                cols = np.where(move, (rng.random(n) * (job.canvas - span_c + 1)).astype(np.int64), 0)
             out_rows = np.arange(n) * e_count + e
-            arc.render(arc.transformed(inp), versions, rows, cols, slabs["inputs"], out_rows)
-            arc.render(arc.transformed(out), versions, rows, cols, slabs["labels"], out_rows)
+            arc.render(arc.transformed(inp), versions, rows, cols, slabs["inputs"], out_rows, job.canvas)
+            arc.render(arc.transformed(out), versions, rows, cols, slabs["labels"], out_rows, job.canvas)
         for k, slab in slabs.items():
             job.files[f"{split}/{k}"].write(int(job.first_row[split][i]), slab)
 
@@ -95,11 +96,17 @@ def _pool(workers: int) -> mp.pool.Pool:
 
 
 def build_arc(tasks: list[arc.Task], dest: Path, count: int, tries_factor: int, seed: int,
-              workers: int | None = None) -> ArcCounts:
-    """Write the train and test splits of `tasks` into `dest` (an empty folder)."""
+              workers: int | None = None, canvas: int = arc.GRID) -> ArcCounts:
+    """Write the train and test splits of `tasks` into `dest` (an empty folder), on a canvas*canvas grid."""
     global _JOB
+    for task in tasks:
+        for inp, out in task.pairs:
+            side = max(*inp.shape, *out.shape)
+            if side > canvas:
+                raise DataError(f"{task.name}: a {side}-cell grid side does not fit the {canvas}x{canvas} canvas")
     workers = workers or os.cpu_count() or 1
-    _JOB = _Job(tasks, count, tries_factor, seed)
+    seq_len = canvas * canvas
+    _JOB = _Job(tasks, count, tries_factor, seed, canvas)
     try:
         with _pool(workers) as pool:
             versions = pool.map(_augment_one, range(len(tasks)), chunksize=8)
@@ -120,16 +127,16 @@ def build_arc(tasks: list[arc.Task], dest: Path, count: int, tries_factor: int, 
             split_dir.mkdir(parents=True)
             total = int(rows_per_task.sum())
             for k in ("inputs", "labels"):
-                files[f"{split}/{k}"] = Rows(array_path(split_dir, k), total, SEQ_LEN)
+                files[f"{split}/{k}"] = Rows(array_path(split_dir, k), total, seq_len)
             puzzle_ids = np.concatenate([ids_first[i] + np.arange(sizes[i]) for i in members])
             examples = np.concatenate([np.full(sizes[i], per_puzzle[i]) for i in members])
-            meta = Metadata(seq_len=SEQ_LEN, vocab_size=arc.VOCAB, pad_id=arc.PAD, ignore_label_id=arc.PAD,
+            meta = Metadata(seq_len=seq_len, vocab_size=arc.VOCAB, pad_id=arc.PAD, ignore_label_id=arc.PAD,
                             blank_identifier_id=0, num_puzzle_identifiers=num_ids, total_groups=len(members),
                             mean_puzzle_examples=total / len(puzzle_ids), total_puzzles=len(puzzle_ids),
                             total_examples=total)
             write_index(split_dir, puzzle_ids, examples, sizes[members], meta)
 
-        _JOB = _Job(tasks, count, tries_factor, seed, versions, files, first_row)
+        _JOB = _Job(tasks, count, tries_factor, seed, canvas, versions, files, first_row)
         with _pool(workers) as pool:
             pool.map(_render_one, range(len(tasks)), chunksize=4)
     finally:

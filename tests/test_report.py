@@ -1,0 +1,61 @@
+"""The report a person reads: words from the numbers, one headline row per run, details, provenance."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from conftest import real_params, write_params
+
+from hrm import paths
+from hrm.cli import main
+
+PROV = {"commit": "0123456789abcdef", "dirty": False, "params_hash": "abc", "date": "2026-12-01T00:00:00+00:00",
+        "command": "python -m hrm train X --seed 0", "hardware": {"cpu": "test cpu"}}
+
+
+def _run(name: str, metrics: dict, evaluation: dict | None) -> None:
+    paths.metrics_file("demo", name, 0).parent.mkdir(parents=True, exist_ok=True)
+    body = {"complete": True, "epochs": 5, "epochs_planned": 5, "provenance": PROV | {"command": f"hrm {name}"},
+            "train_acc": 0.5, "best_test_acc": 0.6, "params": 1000, "mean_seconds_per_epoch": 1.0,
+            "total_seconds": 5.0} | metrics
+    paths.metrics_file("demo", name, 0).write_text(json.dumps(body))
+    if evaluation is not None:
+        paths.eval_file("demo", name, 0).write_text(json.dumps(evaluation))
+
+
+def _by_segments(values: dict[int, float], **extra: float) -> dict:
+    return {str(m): {"exact_acc": v, "token_acc": 0.9, "headline": v, **extra} for m, v in values.items()}
+
+
+def test_demo_report_says_what_the_runs_show(project: Path) -> None:
+    write_params(project, real_params())
+    _run("sudoku-demo-hrm", {"test_acc": 0.9}, {"test_acc": 0.92, "headline_name": "exact_acc",
+                                                "trained_halt_max_steps": 4,
+                                                "by_segments": _by_segments({1: 0.3, 4: 0.92, 8: 0.95})})
+    _run("sudoku-demo-transformer", {"test_acc": 0.4}, {"test_acc": 0.4, "headline_name": "exact_acc",
+                                                        "trained_halt_max_steps": 1,
+                                                        "by_segments": _by_segments({1: 0.4})})
+    arc = _by_segments({4: 0.1}, **{"pass@1": 0.4, "pass@2": 0.6, "one_view_pass@1": 0.2})
+    _run("arc-demo-hrm", {"test_acc": 0.1}, {"test_acc": 0.6, "headline_name": "pass@2",
+                                             "trained_halt_max_steps": 4, "by_segments": arc})
+    assert main(["report", "demo"]) == 0
+    md_path, csv_path = paths.table_files("demo")
+    md = md_path.read_text()
+    assert "* sudoku-demo, exact accuracy (%): sudoku-demo-hrm 92.00 vs sudoku-demo-transformer 40.00." in md
+    assert "trained with M_max = 4, by segments at test time: 1: 30.0, 4: 92.0, 8: 95.0." in md
+    assert "pass@1 20.0 from the one unaugmented view, 40.0 voted" in md
+    assert "* maze-demo: not run yet." in md
+    headline = md.split("## Headline")[1].split("## Detail")[0]
+    rows = [line for line in headline.splitlines() if line.startswith("| ") and "seed" in line]
+    assert len(rows) == sum(len(e["seeds"]) for e in real_params()["experiments"].values() if e["group"] == "demo")
+    assert "| sudoku-demo-hrm seed 0 | sudoku-extreme-1k-hrm (paper 55.00) | exact accuracy (%) | — | 92.00 |" in md
+    assert "| arc-demo-hrm seed 0 | arc1-hrm (paper 40.30) | pass@2, voted (%) | — | 60.00 |" in md
+    assert "| maze-demo-hrm seed 0 | maze-hard-1k-hrm (paper 74.50) | test accuracy (%) | — | — | — | not run |" in md
+    detail = md.split("## Detail")[1].split("## Provenance")[0]
+    assert "pass@1, one view, no voting (%)" in detail and "token accuracy (%)" in detail
+    assert "| sudoku-demo-hrm seed 0 | test cpu | 0123456789 | abc |" in md
+    long = list(csv.DictReader(open(csv_path)))
+    one_view = next(r for r in long if r["experiment"] == "arc-demo-hrm" and r["metric"].startswith("pass@1, one"))
+    assert float(one_view["reproduced"]) == 20.0 and one_view["commit"] == "0123456789"
