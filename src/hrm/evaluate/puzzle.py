@@ -66,7 +66,9 @@ def evaluate(params: Params, name: str, seed: int) -> Path:
     data = stream.load(exp.dataset)
     model = load_model(params, name, seed, data, device)
     trained = exp.model.halt_max_steps
-    segments = sorted(set(exp.recipe.eval_halt_steps) | {trained})
+    # Scaling is scored for recurrent models; the direct baseline's segments would all repeat the first.
+    recurrent = getattr(exp.model, "recurrent", True)
+    segments = sorted(set(exp.recipe.eval_halt_steps) | {trained}) if recurrent else [trained]
     amp = autocast(device, params.runtime.precision)
     votes, single, each = arc_votes(data, segments) if data.tasks is not None else ({}, {}, None)
     # ARC: task names and their test answers (original space), in the order of the task indices.

@@ -111,6 +111,7 @@ class PuzzleTransformerConfig(BlockConfig):
 
     halt_max_steps = 1            # one forward pass: what the ACT code reads (not a params key)
     halt_exploration = 0.0
+    recurrent = False             # a second segment recomputes the first: no inference-time scaling
 
 
 ModelConfig = CNNConfig | ImageHRMConfig | PuzzleHRMConfig | PuzzleTransformerConfig
