@@ -59,3 +59,40 @@ def test_demo_report_says_what_the_runs_show(project: Path) -> None:
     long = list(csv.DictReader(open(csv_path)))
     one_view = next(r for r in long if r["experiment"] == "arc-demo-hrm" and r["metric"].startswith("pass@1, one"))
     assert float(one_view["reproduced"]) == 20.0 and one_view["commit"] == "0123456789"
+
+
+def test_several_seeds_get_mean_sd_and_range_beside_the_paper(project: Path) -> None:
+    raw = real_params()
+    raw["experiments"]["digits-cnn"]["seeds"] = [0, 1, 2]
+    write_params(project, raw)
+    for seed, acc in ((0, 0.97), (1, 0.99), (2, 0.98)):
+        path = paths.metrics_file("demo", "digits-cnn", seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"complete": True, "epochs": 1, "epochs_planned": 1, "provenance": PROV,
+                                    "test_acc": acc}))
+    assert main(["report", "demo"]) == 0
+    md = paths.table_files("demo")[0].read_text()
+    # mean 98, sample sd 1, range 97-99, all three runs complete; mnist-cnn has no paper number
+    assert "| digits-cnn, 3 seeds | mnist-cnn | test accuracy (%) | — | 98.00 ± 1.00 (97.00–99.00, 3 seeds) | — | " \
+           "3 of 3 complete |" in md
+    assert "* digits, test accuracy (%): digits-cnn 98.00 ± 1.00 (97.00–99.00, 3 seeds) (not complete: digits-hrm" in md
+
+
+def test_audit_page_places_every_paper_number(project: Path) -> None:
+    from hrm.paper import PAPER
+
+    write_params(project, real_params())
+    path = paths.metrics_file("paper", "mnist-hrm", 42)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"complete": True, "epochs": 3, "epochs_planned": 3, "provenance": PROV,
+                                "test_acc": 0.9748, "train_acc": 0.9832, "mean_seconds_per_epoch": 930.0}))
+    assert main(["report", "paper"]) == 0
+    page = paths.audit_file("paper").read_text()
+    rows = [line for line in page.splitlines() if line.startswith("| ") and not line.startswith("| experiment")]
+    assert len(rows) == sum(len(numbers) for numbers in PAPER.values())        # one row per published number
+    assert "| mnist-hrm | test accuracy (%) | 98.02 | 97.48 | -0.54 | reproduced here (seed 42; commit 0123456789;" in page
+    assert "| mnist-hrm | seconds per epoch | 110.00 | 930.00 | — | not reproducible here: ours measured on" in page
+    assert "| mnist-hrm | parameters | 1,053,056 | 1,053,056 | +0 | reproduced here" in page
+    assert "| cifar10-hrm | test accuracy (%) | 65.04 | — | — | one command on a GPU (see below) |" in page
+    assert "* **cifar10-hrm**: `dvc repro evaluate-cifar10-hrm-seed1234`" in page and "Not here: no GPU" in page
+    assert "| mnist-cnn |" not in page                              # not in the paper: no audit row

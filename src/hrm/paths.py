@@ -27,6 +27,7 @@ EVAL = RUN_DIR + "/eval.json"
 PREDICTIONS = RUN_DIR + "/predictions.json"     # puzzle runs: ARC Kaggle submission, or failed examples
 FIGURE = RUN_DIR + "/{figure}.png"
 TABLE = "{root}/tables/{table}.{ext}"
+AUDIT = "{root}/README.md"                       # the reader's audit page (hrm.audit)
 
 # Logs of Snakemake jobs (DVC prints to the terminal). They carry the rule's wildcards.
 DATA_LOG = "logs/{verb}/{dataset}.log"
@@ -37,6 +38,10 @@ TABLES = ("summary",)
 TABLE_EXTS = ("md", "csv")
 FIGURES = ("loss", "accuracy", "confusion", "errors")
 PUZZLE_FIGURES = ("loss", "accuracy", "scaling", "boards")
+
+
+def audit_file(group: str) -> Path:
+    return Path(AUDIT.format(root=group_root(group)))
 
 
 def raw_dir(dataset: str) -> Path:

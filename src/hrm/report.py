@@ -181,6 +181,52 @@ def _stands_for(r: RunResult) -> str | None:
     return target if published is None else f"{target} (paper {published:.2f})"
 
 
+@dataclass(frozen=True)
+class SeedStats:
+    """The headline over the complete runs of one experiment's seed list."""
+
+    n: int
+    mean: float
+    sd: float              # sample standard deviation (n - 1); 0 for one seed
+    lo: float
+    hi: float
+
+    @classmethod
+    def of(cls, values: list[float]) -> SeedStats | None:
+        if not values:
+            return None
+        mean = sum(values) / len(values)
+        sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+        return cls(len(values), round(mean, 2), round(sd, 2), min(values), max(values))
+
+    def text(self) -> str:
+        return f"{self.mean:.2f} ± {self.sd:.2f} ({self.lo:.2f}–{self.hi:.2f}, {self.n} seeds)"
+
+
+def seed_stats(results: list[RunResult], exp: Experiment) -> SeedStats | None:
+    values = [r.headline()[1] for r in results if r.exp.name == exp.name and _status(r.metrics) == "complete"]
+    return SeedStats.of([v for v in values if v is not None])
+
+
+def _statistics_rows(results: list[RunResult]) -> list[list[Any]]:
+    """One row per experiment run with several seeds: mean ± sd and range of the complete runs."""
+    out = []
+    for exp in dict.fromkeys(r.exp for r in results):
+        if len(exp.seeds) < 2:
+            continue
+        stats = seed_stats(results, exp)
+        label = next(r for r in results if r.exp is exp).headline()[0]
+        published = PAPER.get(exp.name, {}).get("test_acc")
+        inside = None if stats is None or published is None else (
+            "inside our range" if stats.lo <= published <= stats.hi else "outside our range")
+        out.append([f"{exp.name}, {len(exp.seeds)} seeds", _stands_for(next(r for r in results if r.exp is exp))
+                    or "—", label, published, stats.text() if stats else None,
+                    None if stats is None or published is None else round(stats.mean - published, 2),
+                    f"{stats.n if stats else 0} of {len(exp.seeds)} complete" + (f"; paper {inside}" if inside
+                                                                                   else "")])
+    return out
+
+
 def findings(results: list[RunResult]) -> list[str]:
     """Sentences from the numbers: each data set's runs side by side, and each inference-time curve."""
     lines = []
@@ -192,7 +238,13 @@ def findings(results: list[RunResult]) -> list[str]:
         if not done:
             lines.append(f"* {dataset}: not run yet.")
             continue
-        parts = [f"{r.exp.name} {value:.2f}" for r, (_, value) in done if value is not None]
+        parts = []
+        for exp in dict.fromkeys(r.exp for r, _ in done):
+            stats = seed_stats(results, exp)
+            if len(exp.seeds) > 1 and stats is not None:
+                parts.append(f"{exp.name} {stats.text()}")
+            else:
+                parts += [f"{r.exp.name} {value:.2f}" for r, (_, value) in done if r.exp is exp and value is not None]
         label = done[0][1][0]
         cut = [r.name for r in runs if _status(r.metrics) != "complete"]
         note = f" (not complete: {', '.join(cut)})" if cut else ""
@@ -213,6 +265,7 @@ def findings(results: list[RunResult]) -> list[str]:
 
 def markdown(results: list[RunResult], rows: list[dict[str, Any]], group: str) -> str:
     head = [[r.name, _stands_for(r) or "—", *_headline_cells(r, rows)] for r in results]
+    head += _statistics_rows(results)
     detail_labels = [label for label in dict.fromkeys(row["metric"] for row in rows)
                      if label not in {r.headline()[0] for r in results}]
     cells = {(row["experiment"], row["seed"], row["metric"]): row["reproduced"] for row in rows}
@@ -245,9 +298,12 @@ def report(params: Params, group: str) -> list[Path]:
     rows = long_rows(results)
     frame = pl.DataFrame(rows, schema={c: pl.Float64 if c in ("paper", "reproduced", "difference") else
                                        (pl.Int64 if c == "seed" else pl.Utf8) for c in COLUMNS})
+    from hrm.audit import write_audit  # audit reads this module's run results (import here: no cycle)
+
     md, csv = paths.table_files(group)
     write_text(csv, frame.write_csv())
     write_text(md, markdown(results, rows, group))
+    audit = write_audit(params, group)
     done = frame.filter(pl.col("status") == "complete")["experiment"].n_unique()
     log.info("%s: %d rows, %d experiments complete -> %s, %s", group, len(frame), done, md, csv)
-    return [md, csv]
+    return [md, csv, audit]

@@ -174,7 +174,8 @@ def stage_table(params: Params) -> list[Stage]:
         exps = [e for e in params.experiments.values() if e.group == group]
         stages.append(Stage(f"report-{group}", "report", f"python -m hrm report {group}",
                             tuple(report_deps(params, group)), tuple(f"experiments.{e.name}" for e in exps), (),
-                            tuple(str(p) for p in paths.table_files(group)), str(paths.group_log("report", group))))
+                            (*[str(p) for p in paths.table_files(group)], str(paths.audit_file(group))),
+                            str(paths.group_log("report", group))))
     return stages
 
 

@@ -6,6 +6,7 @@ rule report:
         lambda wc: stages.report_deps(PARAMS, paths.group_of_root(wc.root)),
     output:
         expand(paths.TABLE, table=paths.TABLES, ext=paths.TABLE_EXTS, allow_missing=True),
+        paths.AUDIT,
     log:
         paths.GROUP_LOG.format(verb="report", root="{root}"),
     conda:

