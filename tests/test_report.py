@@ -90,7 +90,8 @@ def test_audit_page_places_every_paper_number(project: Path) -> None:
     page = paths.audit_file("paper").read_text()
     rows = [line for line in page.splitlines() if line.startswith("| ") and not line.startswith("| experiment")]
     assert len(rows) == sum(len(numbers) for numbers in PAPER.values())        # one row per published number
-    assert "| mnist-hrm | test accuracy (%) | 98.02 | 97.48 | -0.54 | reproduced here (seed 42; commit 0123456789;" in page
+    assert ("| mnist-hrm | test accuracy (%) | 98.02 | 97.48 | -0.54 | reproduced here (seed 42; commit 0123456789;"
+            in page)
     assert "| mnist-hrm | seconds per epoch | 110.00 | 930.00 | — | not reproducible here: ours measured on" in page
     assert "| mnist-hrm | parameters | 1,053,056 | 1,053,056 | +0 | reproduced here" in page
     assert "| cifar10-hrm | test accuracy (%) | 65.04 | — | — | one command on a GPU (see below) |" in page

@@ -146,3 +146,18 @@ def test_only_jobs_that_hold_a_gpu_count_against_the_gpu_limit() -> None:
     profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
     assert "gpu_nodes=true" in profile["config"]
     assert "gres" not in json.dumps(profile) and "gpus" not in json.dumps(profile)
+
+
+def test_adding_a_seed_leaves_the_existing_runs_stages_unchanged(tmp_path: Path) -> None:
+    """A run's stages depend on its experiment's keys but not on the seed list, so `dvc status` keeps a
+    finished run up to date when seeds are added (the report, which lists the seeds, does change)."""
+    raw = real_params()
+    before = {s.name: s for s in stages.stage_table(load_params(write_params(tmp_path, raw)))}
+    raw["experiments"]["mnist-hrm"]["seeds"] = [42, 1, 2]
+    after = {s.name: s for s in stages.stage_table(load_params(write_params(tmp_path, raw)))}
+    for verb in ("train", "evaluate"):
+        assert before[f"{verb}-mnist-hrm-seed42"] == after[f"{verb}-mnist-hrm-seed42"]
+        assert f"{verb}-mnist-hrm-seed1" in after
+        assert "experiments.mnist-hrm.seeds" not in after[f"{verb}-mnist-hrm-seed42"].params
+    assert "experiments.mnist-hrm.mode" in after["train-mnist-hrm-seed42"].params
+    assert before["report-paper"] != after["report-paper"]

@@ -81,7 +81,8 @@ def _where(results: list[RunResult], exp: Experiment) -> str:
     prov = runs[0].metrics["provenance"]
     device = (runs[0].metrics.get("gpu") or {}).get("device_name") or prov.get("hardware", {}).get("cpu", "?")
     seeds = ", ".join(str(r.seed) for r in runs)
-    return f"seed {seeds}; commit {str(prov.get('commit', '?'))[:10]}; {device}"
+    dirty = "+dirty" if prov.get("dirty") else ""
+    return f"seed {seeds}; commit {str(prov.get('commit', '?'))[:10]}{dirty}; {device}"
 
 
 def row(results: list[RunResult], exp: Experiment, key: str, published: float) -> list[str]:

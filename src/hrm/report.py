@@ -200,7 +200,8 @@ class SeedStats:
         return cls(len(values), round(mean, 2), round(sd, 2), min(values), max(values))
 
     def text(self) -> str:
-        return f"{self.mean:.2f} ± {self.sd:.2f} ({self.lo:.2f}–{self.hi:.2f}, {self.n} seeds)"
+        seeds = f"{self.n} seed{'s' if self.n > 1 else ''}"
+        return f"{self.mean:.2f} ± {self.sd:.2f} ({self.lo:.2f}–{self.hi:.2f}, {seeds})"
 
 
 def seed_stats(results: list[RunResult], exp: Experiment) -> SeedStats | None:

@@ -121,7 +121,10 @@ def report_deps(params: Params, group: str) -> list[str]:
 
 
 def experiment_params(exp: Experiment) -> list[str]:
-    return [f"experiments.{exp.name}", f"models.{exp.model_name}", f"recipes.{exp.recipe_name}"]
+    """The params one run depends on: its model and recipe, and its experiment's keys but the seed list
+    (adding a seed must not invalidate the runs already made) and the stands_for label."""
+    keys = ["group", "dataset", "model", "recipe"] + (["mode"] if exp.mode is not None else [])
+    return [f"experiments.{exp.name}.{k}" for k in keys] + [f"models.{exp.model_name}", f"recipes.{exp.recipe_name}"]
 
 
 def train_outputs(exp: Experiment, seed: int) -> tuple[list[str], list[str]]:
