@@ -16,7 +16,7 @@ from hrm.atomic import write_text
 from hrm.config import Experiment, Params
 from hrm.models.registry import count_params
 from hrm.paper import PAPER, SOURCE
-from hrm.report import RunResult, collect, seed_stats
+from hrm.report import RunResult, collect, report, seed_stats
 
 LABELS = {"test_acc": "test accuracy (%)", "train_acc": "train accuracy (%)", "best_test_acc": "best test accuracy (%)",
           "seconds_per_epoch": "seconds per epoch", "total_seconds": "total seconds", "params": "parameters",
@@ -147,3 +147,8 @@ def write_audit(params: Params, group: str) -> Path:
     out = paths.audit_file(group)
     write_text(out, audit_page(params) if group == "paper" else DEMO_PAGE)
     return out
+
+
+def publish(params: Params, group: str) -> list[Path]:
+    """`hrm report GROUP`: the tables (hrm.report), then the group's README (the audit, for paper)."""
+    return [*report(params, group), write_audit(params, group)]

@@ -53,9 +53,9 @@ def cmd_evaluate(params: Params, args: argparse.Namespace) -> int:
 
 
 def cmd_report(params: Params, args: argparse.Namespace) -> int:
-    from hrm.report import report
+    from hrm.audit import publish
 
-    report(params, args.group)
+    publish(params, args.group)
     return 0
 
 

@@ -299,12 +299,9 @@ def report(params: Params, group: str) -> list[Path]:
     rows = long_rows(results)
     frame = pl.DataFrame(rows, schema={c: pl.Float64 if c in ("paper", "reproduced", "difference") else
                                        (pl.Int64 if c == "seed" else pl.Utf8) for c in COLUMNS})
-    from hrm.audit import write_audit  # audit reads this module's run results (import here: no cycle)
-
     md, csv = paths.table_files(group)
     write_text(csv, frame.write_csv())
     write_text(md, markdown(results, rows, group))
-    audit = write_audit(params, group)
     done = frame.filter(pl.col("status") == "complete")["experiment"].n_unique()
     log.info("%s: %d rows, %d experiments complete -> %s, %s", group, len(frame), done, md, csv)
-    return [md, csv, audit]
+    return [md, csv]

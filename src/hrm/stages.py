@@ -111,7 +111,7 @@ def evaluate_deps(exp: Experiment, seed: int) -> list[str]:
         code_deps(exp.study.modules["evaluate"])
 
 
-REPORT_MODULE = "hrm.report"
+REPORT_MODULE = "hrm.audit"        # the tables (hrm.report) and the audit page
 
 
 def report_deps(params: Params, group: str) -> list[str]:
