@@ -16,13 +16,12 @@ from hrm.atomic import write_text
 from hrm.config import Experiment, Params
 from hrm.models.registry import count_params
 from hrm.paper import PAPER, SOURCE
-from hrm.report import RunResult, collect, report, seed_stats
+from hrm.report import METRICS, PAPER_KEY, RunResult, collect, report, seed_stats
 
-LABELS = {"test_acc": "test accuracy (%)", "train_acc": "train accuracy (%)", "best_test_acc": "best test accuracy (%)",
-          "seconds_per_epoch": "seconds per epoch", "total_seconds": "total seconds", "params": "parameters",
-          "epochs": "epochs", "best_epoch": "best epoch"}
-RUN_KEYS = {"train_acc": "train_acc", "best_test_acc": "best_test_acc", "seconds_per_epoch": "mean_seconds_per_epoch",
-            "total_seconds": "total_seconds", "epochs": "epochs", "best_epoch": "best_epoch"}
+# Labels and metrics.json keys of the paper's numbers: the report's, plus the epoch counts.
+LABELS = {PAPER_KEY.get(k, k): label for k, label, _ in METRICS} | {"epochs": "epochs", "best_epoch": "best epoch"}
+RUN_KEYS = {PAPER_KEY.get(k, k): k for k, _, _ in METRICS if k not in ("test_acc", "params")} | {
+    "epochs": "epochs", "best_epoch": "best_epoch"}
 TIMES = ("seconds_per_epoch", "total_seconds")
 COUNTS = ("epochs", "best_epoch")
 MNIST = "MNIST IDX files (md5-checked mirrors, or $HRM_DATA_DIR/mnist)"

@@ -146,7 +146,7 @@ def long_rows(results: list[RunResult]) -> list[dict[str, Any]]:
         for key, label, scale in METRICS:
             value = (r.metrics or {}).get(key)
             if key == "test_acc":
-                label, value = r.headline()[0], r.headline()[1]
+                label, value = r.headline()
             elif value is not None:
                 value = round(float(value) * scale, 2)
             values.append((key, label, value))
