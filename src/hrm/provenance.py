@@ -45,12 +45,18 @@ def hardware(device_name: str | None = None) -> dict[str, Any]:
 
 
 _ARGV: list[str] | None = None
+_START_COMMIT: dict[str, Any] | None = None
 
 
 def set_command(argv: list[str]) -> None:
-    """Called by the CLI with the arguments it parsed (sys.argv is not ours under pytest)."""
-    global _ARGV
+    """Called by the CLI with the arguments it parsed (sys.argv is not ours under pytest).
+
+    The commit is taken here, when the command starts: an hour-long training must record the
+    code it ran, not whatever was committed while it ran.
+    """
+    global _ARGV, _START_COMMIT
     _ARGV = list(argv)
+    _START_COMMIT = git_commit()
 
 
 def command() -> str:
@@ -58,6 +64,6 @@ def command() -> str:
 
 
 def record(params_hash: str, device_name: str | None = None) -> dict[str, Any]:
-    return {"command": command(), **git_commit(), "params_hash": params_hash,
+    return {"command": command(), **(_START_COMMIT or git_commit()), "params_hash": params_hash,
             "hardware": hardware(device_name),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

@@ -1,0 +1,35 @@
+"""Provenance names the code a command started with, not what was committed while it ran."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hrm import provenance
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_commit_is_taken_when_the_command_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _git(tmp_path, "init", "-q")
+    for key, value in {"user.email": "t@t", "user.name": "t", "commit.gpgsign": "false"}.items():
+        _git(tmp_path, "config", key, value)
+    (tmp_path / "a.txt").write_text("1")
+    _git(tmp_path, "add", "a.txt")
+    _git(tmp_path, "commit", "-qm", "first")
+    first = _git(tmp_path, "rev-parse", "HEAD")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(provenance, "_START_COMMIT", None)
+
+    provenance.set_command(["train", "x", "--seed", "1"])
+    (tmp_path / "a.txt").write_text("2")                     # work goes on while the run trains
+    _git(tmp_path, "commit", "-qam", "second")
+    assert provenance.git_commit()["commit"] != first
+
+    record = provenance.record("hash")
+    assert record["commit"] == first and record["dirty"] is False
+    assert record["command"] == "python -m hrm train x --seed 1"
