@@ -88,7 +88,8 @@ def test_audit_page_places_every_paper_number(project: Path) -> None:
                                 "test_acc": 0.9748, "train_acc": 0.9832, "mean_seconds_per_epoch": 930.0}))
     assert main(["report", "paper"]) == 0
     page = paths.audit_file("paper").read_text()
-    rows = [line for line in page.splitlines() if line.startswith("| ") and not line.startswith("| experiment")]
+    audit, beside = page.split("## Beside the paper")
+    rows = [line for line in audit.splitlines() if line.startswith("| ") and not line.startswith("| experiment")]
     assert len(rows) == sum(len(numbers) for numbers in PAPER.values())        # one row per published number
     assert ("| mnist-hrm | test accuracy (%) | 98.02 | 97.48 | -0.54 | reproduced here (seed 42; commit 0123456789;"
             in page)
@@ -96,4 +97,35 @@ def test_audit_page_places_every_paper_number(project: Path) -> None:
     assert "| mnist-hrm | parameters | 1,053,056 | 1,053,056 | +0 | reproduced here" in page
     assert "| cifar10-hrm | test accuracy (%) | 65.04 | — | — | one command on a GPU (see below) |" in page
     assert "* **cifar10-hrm**: `dvc repro evaluate-cifar10-hrm-seed1234`" in page and "Not here: no GPU" in page
-    assert "| mnist-cnn |" not in page                              # not in the paper: no audit row
+    assert "| mnist-cnn |" not in audit                             # not in the paper: no audit row
+    assert "| mnist-cnn | faithful | — | mnist-hrm | — | not run yet |" in beside
+
+
+def _paper_run(name: str, seed: int, test_acc: float, commit: str, history: list[tuple[float, float]] = ()) -> None:
+    path = paths.metrics_file("paper", name, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"complete": True, "epochs": 3, "epochs_planned": 3, "test_acc": test_acc,
+                                "provenance": PROV | {"commit": commit}}))
+    if history:
+        rows = "".join(f"{i + 1},{lr},{acc}\n" for i, (lr, acc) in enumerate(history))
+        paths.history_file("paper", name, seed).write_text("epoch,lr,test_acc\n" + rows)
+
+
+def test_audit_places_the_paper_against_our_seeds_and_sets_other_modes_beside(project: Path) -> None:
+    write_params(project, real_params())
+    frozen = [(2.5e-4, 0.969), (0.0, 0.9748), (0.0, 0.9748)]
+    for seed, acc, commit in ((42, 0.9748, "aaaaaaaaaaaa"), (43, 0.9760, "bbbbbbbbbbbb"), (44, 0.9790, "bbbbbbbbbbbb")):
+        _paper_run("mnist-hrm", seed, acc, commit, frozen)
+    _paper_run("mnist-hrm-corrected", 42, 0.9820, "cccccccccccc", [(8e-4, 0.97), (3e-4, 0.98), (1e-5, 0.982)])
+    assert main(["report", "paper"]) == 0
+    page = paths.audit_file("paper").read_text()
+    # mean 97.66, sd 0.22, range 97.48-97.90: the paper's 98.02 lies outside; every seed and distinct commit is named
+    assert ("| mnist-hrm | test accuracy (%) | 98.02 | 97.66 ± 0.22 (97.48–97.90, 3 seeds) | -0.36 | reproduced here "
+            "(seeds 42, 43, 44; commits aaaaaaaaaa, bbbbbbbbbb; test cpu; paper outside our range) |") in page
+    assert ("| mnist-hrm-corrected | corrected | 98.20 | mnist-hrm (faithful): 97.66 ± 0.22 (97.48–97.90, 3 seeds) | "
+            "+0.54 | run here (seed 42; commit cccccccccc; test cpu) |") in page
+    md = paths.table_files("paper")[0].read_text()
+    assert ("  * mnist-hrm seed 43: the learning rate is 0 by the end of epoch 2 of 3 (faithful mode: the schedule "
+            "counts batches, the HRM updates twice per batch; REFERENCE I.5.1), so the weights stop changing; test "
+            "accuracy by epoch: 96.90, 97.48, 97.48.") in md
+    assert "mnist-hrm-corrected seed 42: the learning rate is 0" not in md      # its rate stays above 0

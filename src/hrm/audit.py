@@ -76,12 +76,16 @@ def _ours(results: list[RunResult], exp: Experiment, key: str) -> tuple[float | 
 
 
 def _where(results: list[RunResult], exp: Experiment) -> str:
+    """Seeds, the distinct commits and devices of the experiment's complete runs."""
     runs = [r for r in results if r.exp.name == exp.name and r.metrics and r.metrics.get("complete")]
-    prov = runs[0].metrics["provenance"]
-    device = (runs[0].metrics.get("gpu") or {}).get("device_name") or prov.get("hardware", {}).get("cpu", "?")
-    seeds = ", ".join(str(r.seed) for r in runs)
-    dirty = "+dirty" if prov.get("dirty") else ""
-    return f"seed {seeds}; commit {str(prov.get('commit', '?'))[:10]}{dirty}; {device}"
+    commits, devices = {}, {}
+    for r in runs:
+        prov = r.metrics["provenance"]
+        commits[str(prov.get("commit", "?"))[:10] + ("+dirty" if prov.get("dirty") else "")] = None
+        devices[(r.metrics.get("gpu") or {}).get("device_name") or prov.get("hardware", {}).get("cpu", "?")] = None
+    plural = "s" if len(runs) > 1 else ""
+    return (f"seed{plural} {', '.join(str(r.seed) for r in runs)}; commit{'s' if len(commits) > 1 else ''} "
+            f"{', '.join(commits)}; {', '.join(devices)}")
 
 
 def row(results: list[RunResult], exp: Experiment, key: str, published: float) -> list[str]:
@@ -99,8 +103,30 @@ def row(results: list[RunResult], exp: Experiment, key: str, published: float) -
     if key in TIMES:
         return [LABELS[key], paper, text, "—",
                 f"not reproducible here: ours measured on {_where(results, exp)}; the paper's on its GPU"]
+    stats = seed_stats(results, exp) if key == "test_acc" else None
+    spread = f"; paper {stats.placement(published)}" if stats and stats.n > 1 else ""
     return [LABELS[key], paper, text, f"{value - published:+.2f}",
-            f"reproduced here ({_where(results, exp)})"]
+            f"reproduced here ({_where(results, exp)}{spread})"]
+
+
+def beside_rows(results: list[RunResult], params: Params) -> list[list[str]]:
+    """Paper-group runs the paper does not report (other modes, other models), each against the paper
+    experiment on the same data set: what the author code's quirks cost, what another model does."""
+    out = []
+    for exp in dict.fromkeys(r.exp for r in results):
+        if exp.name in PAPER:
+            continue
+        anchor = next((e for e in params.experiments.values() if e.name in PAPER and e.dataset == exp.dataset), None)
+        ours, theirs = seed_stats(results, exp), anchor and seed_stats(results, anchor)
+        if ours is None:
+            out.append([exp.name, str(exp.mode), "—", anchor.name if anchor else "—", "—", "not run yet"])
+            continue
+        text = ours.text() if ours.n > 1 else f"{ours.mean:.2f}"
+        against = "—" if not theirs else (theirs.text() if theirs.n > 1 else f"{theirs.mean:.2f}")
+        diff = f"{ours.mean - theirs.mean:+.2f}" if theirs else "—"
+        out.append([exp.name, str(exp.mode), text, f"{anchor.name} ({anchor.mode}): {against}" if anchor else "—",
+                    diff, f"run here ({_where(results, exp)})"])
+    return out
 
 
 def how_to_run(exp: Experiment) -> str:
@@ -130,6 +156,14 @@ def audit_page(params: Params) -> str:
                     cells = [exp.name, *row(results, exp, key, float(published))]
                     lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         lines += ["", "How to run each:", "", *[how_to_run(e) for e in exps], ""]
+    beside = beside_rows(results, params)
+    if beside:
+        head = ["experiment", "mode", "test accuracy (%)", "against", "difference", "status"]
+        lines += ["## Beside the paper: runs it does not report", "",
+                  "Same data, another mode or model (mode `corrected` fixes the author code's quirks, REFERENCE "
+                  "I.5); the difference is ours minus the paper experiment's run here, never a paper number.", "",
+                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+                  *["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in beside], ""]
     return "\n".join(lines)
 
 

@@ -10,6 +10,7 @@ number as reproduced.
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import math
@@ -203,6 +204,10 @@ class SeedStats:
         seeds = f"{self.n} seed{'s' if self.n > 1 else ''}"
         return f"{self.mean:.2f} ± {self.sd:.2f} ({self.lo:.2f}–{self.hi:.2f}, {seeds})"
 
+    def placement(self, published: float) -> str:
+        """Where a published number falls against our seeds' range."""
+        return "inside our range" if self.lo <= published <= self.hi else "outside our range"
+
 
 def seed_stats(results: list[RunResult], exp: Experiment) -> SeedStats | None:
     values = [r.headline()[1] for r in results if r.exp.name == exp.name and _status(r.metrics) == "complete"]
@@ -218,14 +223,46 @@ def _statistics_rows(results: list[RunResult]) -> list[list[Any]]:
         stats = seed_stats(results, exp)
         label = next(r for r in results if r.exp is exp).headline()[0]
         published = PAPER.get(exp.name, {}).get("test_acc")
-        inside = None if stats is None or published is None else (
-            "inside our range" if stats.lo <= published <= stats.hi else "outside our range")
+        inside = None if stats is None or published is None else stats.placement(published)
         out.append([f"{exp.name}, {len(exp.seeds)} seeds", _stands_for(next(r for r in results if r.exp is exp))
                     or "—", label, published, stats.text() if stats else None,
                     None if stats is None or published is None else round(stats.mean - published, 2),
                     f"{stats.n if stats else 0} of {len(exp.seeds)} complete" + (f"; paper {inside}" if inside
                                                                                    else "")])
     return out
+
+
+def _history(r: RunResult) -> list[dict[str, str]]:
+    path = paths.history_file(r.exp.group, r.exp.name, r.seed)
+    try:
+        with path.open(newline="") as fh:
+            return list(csv.DictReader(fh))
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: unreadable training history ({exc})") from None
+
+
+def frozen_note(r: RunResult) -> str | None:
+    """A sentence when the learning rate reached 0 before the last epoch: later epochs cannot learn.
+
+    In faithful mode the image HRM's schedule counts batches while each batch makes two updates
+    (REFERENCE I.5.1), so on MNIST (cosine to 0) the weights stop changing halfway through training.
+    """
+    rows = _history(r)
+    try:
+        lrs = [float(row["lr"]) for row in rows]
+        tests = [100 * float(row["test_acc"]) for row in rows]
+    except (KeyError, ValueError):
+        raise DataError(f"{paths.history_file(r.exp.group, r.exp.name, r.seed)}: history rows need numeric "
+                        "lr and test_acc columns") from None
+    if not any(lr == 0.0 for lr in lrs[:-1]):
+        return None
+    first = lrs.index(0.0) + 1
+    why = (" (faithful mode: the schedule counts batches, the HRM updates twice per batch; REFERENCE I.5.1)"
+           if r.exp.mode == "faithful" else "")
+    return (f"  * {r.name}: the learning rate is 0 by the end of epoch {first} of {len(lrs)}{why}, so the weights "
+            f"stop changing; test accuracy by epoch: {', '.join(f'{t:.2f}' for t in tests)}.")
 
 
 def findings(results: list[RunResult]) -> list[str]:
@@ -251,6 +288,9 @@ def findings(results: list[RunResult]) -> list[str]:
         note = f" (not complete: {', '.join(cut)})" if cut else ""
         lines.append(f"* {dataset}, {label}: {' vs '.join(parts)}{note}.")
         for r, _ in done:
+            note = frozen_note(r)
+            if note:
+                lines.append(note)
             by = (r.evaluation or {}).get("by_segments") or {}
             if len(by) > 1:
                 curve = ", ".join(f"{m}: {100 * by[m]['headline']:.1f}" for m in sorted(by, key=int))

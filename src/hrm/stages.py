@@ -116,7 +116,7 @@ REPORT_MODULE = "hrm.audit"        # the tables (hrm.report) and the audit page
 
 def report_deps(params: Params, group: str) -> list[str]:
     runs = [str(f(group, e.name, s)) for e in params.experiments.values() if e.group == group
-            for s in e.seeds for f in (paths.metrics_file, paths.eval_file)]
+            for s in e.seeds for f in (paths.metrics_file, paths.history_file, paths.eval_file)]
     return runs + code_deps(REPORT_MODULE)
 
 
