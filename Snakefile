@@ -10,6 +10,9 @@ Run `snakemake --cores 4 train_cifar` (profiles/default limits gpu=1).
 include: "workflow/rules/common.smk"
 
 
+report: "workflow/report/workflow.rst"
+
+
 wildcard_constraints:
     root="|".join(paths.GROUP_ROOTS.values()),
     experiment=r"[A-Za-z0-9][A-Za-z0-9_.-]*",

@@ -64,6 +64,13 @@ def test_snakemake_then_dvc_run_the_whole_dag(tmp_path: Path, monkeypatch: pytes
     assert "digits-tiny" in (root / paths.table_files("demo")[0]).read_text()
     assert (root / "results/demo/runs/digits-tiny/seed0/train.log").exists()   # Snakemake job logs
 
+    # Snakemake's own HTML report: every flagged table and figure, by study and experiment, captioned.
+    _run([str(BIN / "snakemake"), "--report", "report.html", "all"], root)
+    html = (root / "report.html").read_text()
+    for text in ("Study I: image classification", "Tables", "digits-tiny", "digits-paper", "summary.csv",
+                 "README.md", "confusion matrix of digits-paper", *(f"{f}.png" for f in paths.FIGURES)):
+        assert text in html, text
+
     # Editing a file only evaluation uses plans evaluations and reports, no build or training.
     _edit(root / EVAL_ONLY)
     assert _snakemake_rules(root) == {"evaluate", "report", "all"}
@@ -86,6 +93,32 @@ def test_snakemake_then_dvc_run_the_whole_dag(tmp_path: Path, monkeypatch: pytes
     assert changed and all(c.startswith("evaluate-") for c in changed), status
     ran = re.findall(r"Running stage '([^']+)'", _run([str(BIN / "dvc"), "repro"], root).stdout)
     assert ran and {r.split("-")[0] for r in ran} <= {"evaluate", "report"}, ran
+    _dvc_everyday(root)
+
+
+def _dvc_everyday(root: Path) -> None:
+    """DVC's own tools on this layout: plots, an experiment with -S, metrics and params diffs."""
+    dvc = str(BIN / "dvc")
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "-c", "commit.gpgsign=false"]
+    _run([*git, "add", "-A"], root)
+    _run([*git, "commit", "-qm", "baseline"], root)
+
+    plots = json.loads(_run([dvc, "plots", "show", "--json"], root).stdout)["data"]
+    curve = plots["digits-tiny: accuracy"][0]
+    assert curve["type"] == "vega" and {"train_acc", "test_acc"} <= set(json.dumps(curve["content"]).split('"'))
+    _run([dvc, "plots", "show", "-o", "plots"], root)
+    assert "digits-paper: training loss" in (root / "plots" / "index.html").read_text()
+
+    before = json.loads((root / paths.metrics_file("demo", "digits-tiny", 0)).read_text())["test_acc"]
+    _run([dvc, "exp", "run", "-S", "recipes.tiny.lr=0.02", "-n", "lr-high"], root)
+    after = json.loads((root / paths.metrics_file("demo", "digits-tiny", 0)).read_text())["test_acc"]
+    params = json.loads(_run([dvc, "params", "diff", "--json"], root).stdout)
+    assert params["params.yaml"]["recipes.tiny.lr"] == {"old": 0.003, "new": 0.02}
+    diff = json.loads(_run([dvc, "metrics", "diff", "--json"], root).stdout)
+    changed = diff[str(paths.metrics_file("demo", "digits-tiny", 0))]["test_acc"]
+    assert changed["old"] == before and changed["new"] == after != before
+    shown = _run([dvc, "exp", "show", "--csv", "--only-changed"], root).stdout
+    assert "lr-high" in shown and "0.02" in shown
 
 
 EVAL_ONLY = "src/hrm/evaluate/figures.py"

@@ -186,6 +186,22 @@ def outputs(stages: list[Stage]) -> set[str]:
     return {o for s in stages for o in s.outs + s.outs_no_cache}
 
 
+def dvc_plots(params: Params) -> list[dict[str, object]]:
+    """Top-level `plots:` for `dvc plots show` and `dvc plots diff`: each experiment's training
+    curves, one line per seed (and per revision in a diff). x is the optimizer step in both files:
+    image runs log a history row per epoch, puzzle runs one per evaluation interval."""
+    out: list[dict[str, object]] = []
+    for exp in params.experiments.values():
+        def files(path, columns, exp=exp):
+            return {str(path(exp.group, exp.name, s)): columns for s in exp.seeds}
+
+        out += [{f"{exp.name}: training loss": {"x": "step", "y": files(paths.steps_file, "loss"),
+                                                 "x_label": "optimizer step", "y_label": "loss"}},
+                {f"{exp.name}: accuracy": {"x": "step", "y": files(paths.history_file, ["train_acc", "test_acc"]),
+                                           "x_label": "optimizer step", "y_label": "accuracy"}}]
+    return out
+
+
 def dvc_yaml(params: Params) -> str:
     body = {}
     for s in stage_table(params):
@@ -200,4 +216,4 @@ def dvc_yaml(params: Params) -> str:
         if metrics:
             entry["metrics"] = metrics
         body[s.name] = entry
-    return HEADER + yaml.safe_dump({"stages": body}, sort_keys=False, width=120)
+    return HEADER + yaml.safe_dump({"stages": body, "plots": dvc_plots(params)}, sort_keys=False, width=120)

@@ -2,6 +2,8 @@
 
 import re
 
+from snakemake.exceptions import WorkflowError
+
 from hrm import paths, stages, studies
 from hrm.config import load_params
 from hrm.gpu import jobs_use_gpu
@@ -19,7 +21,10 @@ def job_threads(wc):
     beat two in turn) takes one, so `--cores 2` runs two at once; a CPU paper run takes them all."""
     if JOB_GPUS or PARAMS.experiment(wc.experiment).group == "demo":
         return 1
-    return workflow.cores
+    try:
+        return workflow.cores
+    except WorkflowError:  # --report and --summary run no job and are given no --cores
+        return 1
 
 
 def _names(study):
@@ -69,3 +74,18 @@ def experiment(wc):
     if paths.group_root(exp.group) != wc.root:
         raise ValueError(f"{wc.experiment} belongs under {paths.group_root(exp.group)}/, not {wc.root}/")
     return exp
+
+
+# Snakemake's HTML report (`snakemake --report report.html demo`): figures by study, then experiment.
+STUDY_TITLES = {"image": "Study I: image classification", "puzzle": "Study II: reasoning puzzles"}
+
+
+def report_figures(study):
+    """The evaluate rule's figures, each flagged for the report with its caption (workflow/report/).
+    (`report` must not start a line here: Snakemake would read it as its `report:` directive.)"""
+    flagged = []
+    for name in studies.STUDIES[study].figures:
+        labels = {"run": "{experiment} seed {seed}", "figure": name}
+        where = dict(category=STUDY_TITLES[study], subcategory="{experiment}", labels=labels)
+        flagged.append(report(paths.FIGURE.replace("{figure}", name), f"../report/{name}.rst", **where))
+    return flagged

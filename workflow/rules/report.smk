@@ -5,8 +5,11 @@ rule report:
     input:
         lambda wc: stages.report_deps(PARAMS, paths.group_of_root(wc.root)),
     output:
-        expand(paths.TABLE, table=paths.TABLES, ext=paths.TABLE_EXTS, allow_missing=True),
-        paths.AUDIT,
+        [
+            report(path, caption="../report/tables.rst", category="Tables", subcategory="{root}")
+            for path in expand(paths.TABLE, table=paths.TABLES, ext=paths.TABLE_EXTS, allow_missing=True)
+        ],
+        report(paths.AUDIT, caption="../report/audit.rst", category="Tables", subcategory="{root}"),
     log:
         paths.GROUP_LOG.format(verb="report", root="{root}"),
     conda:

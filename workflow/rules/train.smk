@@ -29,7 +29,7 @@ rule evaluate:
         lambda wc: stages.evaluate_deps(experiment(wc), int(wc.seed)),
     output:
         result=paths.EVAL,
-        figures=expand(paths.FIGURE, figure=IMAGE.figures, allow_missing=True),
+        figures=report_figures("image"),
     log:
         paths.RUN_LOG.format(verb="evaluate", root="{root}", experiment="{experiment}", seed="{seed}"),
     wildcard_constraints:
@@ -51,7 +51,7 @@ rule evaluate_puzzle:
     output:
         result=paths.EVAL,
         predictions=paths.PREDICTIONS,
-        figures=expand(paths.FIGURE, figure=PUZZLE.figures, allow_missing=True),
+        figures=report_figures("puzzle"),
     log:
         paths.RUN_LOG.format(verb="evaluate", root="{root}", experiment="{experiment}", seed="{seed}"),
     wildcard_constraints:
