@@ -71,6 +71,26 @@ def test_tiny_hrm_learns_generated_sudoku_and_is_evaluated(sudoku_project: Path)
     assert result["test_acc"] == result["by_segments"]["3"]["exact_acc"]
     for f in paths.PUZZLE_FIGURES:
         assert paths.figure_file("demo", "sudoku-carry", 0, f).stat().st_size > 0
+    # The data series for `dvc plots`: the same scores as eval.json.
+    segments = list(csv.DictReader(open(paths.plot_data_file("demo", "sudoku-carry", 0, "segments"))))
+    assert [int(r["segments"]) for r in segments] == [1, 2, 3, 4]
+    assert [float(r["exact_acc"]) for r in segments] == [result["by_segments"][str(m)]["exact_acc"] for m in range(1, 5)]
+    passes = list(csv.DictReader(open(paths.plot_data_file("demo", "sudoku-carry", 0, "pass_at_k"))))
+    assert [(int(r["k"]), float(r["pass"])) for r in passes] == [(1, result["test_acc"])]   # one answer, no voting
+
+
+def test_arc_pass_at_k_series_has_every_k(project: Path) -> None:
+    from hrm.evaluate.puzzle import write_plot_data
+
+    scores = {f"{kind}pass@{k}": k / 1000 for k in (1, 2, 10, 100, 1000) for kind in ("", "partial_")}
+    by = {"2": {"exact_acc": 0.1, "token_acc": 0.5, "headline": 0.002, "headline_name": "pass@2", **scores},
+          "4": {"exact_acc": 0.2, "token_acc": 0.6, "headline": 0.002, "headline_name": "pass@2", **scores}}
+    write_plot_data("demo", "arc-x", 0, {"by_segments": by, "trained_halt_max_steps": 4})
+    passes = list(csv.DictReader(open(paths.plot_data_file("demo", "arc-x", 0, "pass_at_k"))))
+    assert [(int(r["k"]), float(r["pass"])) for r in passes] == [(k, k / 1000) for k in (1, 2, 10, 100, 1000)]
+    segments = list(csv.DictReader(open(paths.plot_data_file("demo", "arc-x", 0, "segments"))))
+    assert [(r["segments"], r["exact_acc"], r["pass@2"]) for r in segments] == [("2", "0.1", "0.002"),
+                                                                                ("4", "0.2", "0.002")]
 
 
 def test_minibatch_scheme_loops_segments_per_batch(sudoku_project: Path) -> None:

@@ -48,6 +48,13 @@ def test_train_writes_every_output_and_evaluate_agrees(project: Path) -> None:
     assert sum(map(sum, matrix)) == result["test_size"]
     correct = sum(matrix[i][i] for i in range(10))
     assert correct / result["test_size"] == pytest.approx(result["test_acc"])
+    # The rows DVC's confusion template counts give back the same matrix.
+    rows = list(csv.DictReader(open(paths.plot_data_file(g, n, 0, "test_predictions"))))
+    names = result["label_names"]
+    counted = [[0] * 10 for _ in range(10)]
+    for r in rows:
+        counted[names.index(r["actual"])][names.index(r["predicted"])] += 1
+    assert len(rows) == result["test_size"] and counted == matrix
     for fig in paths.figure_files(g, n, 0).values():
         assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

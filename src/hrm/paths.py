@@ -26,6 +26,7 @@ STEPS = RUN_DIR + "/steps.csv"
 EVAL = RUN_DIR + "/eval.json"
 PREDICTIONS = RUN_DIR + "/predictions.json"     # puzzle runs: ARC Kaggle submission, or failed examples
 FIGURE = RUN_DIR + "/{figure}.png"
+PLOT_DATA = RUN_DIR + "/{plot}.csv"             # data series `evaluate` writes for `dvc plots`
 TABLE = "{root}/tables/{table}.{ext}"
 AUDIT = "{root}/README.md"                       # the reader's audit page (hrm.audit)
 
@@ -38,6 +39,8 @@ TABLES = ("summary",)
 TABLE_EXTS = ("md", "csv")
 FIGURES = ("loss", "accuracy", "confusion", "errors")
 PUZZLE_FIGURES = ("loss", "accuracy", "scaling", "boards")
+PLOT_DATA_FILES = ("test_predictions",)         # image runs: true and predicted label per test example
+PUZZLE_PLOT_DATA_FILES = ("segments", "pass_at_k")   # puzzle runs: scores per segment count and per K
 
 
 def audit_file(group: str) -> Path:
@@ -98,6 +101,10 @@ def predictions_file(group: str, experiment: str, seed: int) -> Path:
 
 def figure_file(group: str, experiment: str, seed: int, figure: str) -> Path:
     return Path(FIGURE.format(root=group_root(group), experiment=experiment, seed=seed, figure=figure))
+
+
+def plot_data_file(group: str, experiment: str, seed: int, plot: str) -> Path:
+    return Path(PLOT_DATA.format(root=group_root(group), experiment=experiment, seed=seed, plot=plot))
 
 
 def figure_files(group: str, experiment: str, seed: int) -> dict[str, Path]:

@@ -137,7 +137,8 @@ def evaluate_outputs(exp: Experiment, seed: int) -> list[str]:
     g, n, study = exp.group, exp.name, exp.study
     predictions = [str(paths.predictions_file(g, n, seed))] if study.predictions else []
     return [str(paths.eval_file(g, n, seed))] + predictions + \
-        [str(paths.figure_file(g, n, seed, f)) for f in study.figures]
+        [str(paths.figure_file(g, n, seed, f)) for f in study.figures] + \
+        [str(paths.plot_data_file(g, n, seed, p)) for p in study.plot_data]
 
 
 def datasets(params: Params) -> list[str]:
@@ -195,10 +196,24 @@ def dvc_plots(params: Params) -> list[dict[str, object]]:
         def files(path, columns, exp=exp):
             return {str(path(exp.group, exp.name, s)): columns for s in exp.seeds}
 
+        def series(plot, columns, exp=exp):
+            return {str(paths.plot_data_file(exp.group, exp.name, s, plot)): columns for s in exp.seeds}
+
         out += [{f"{exp.name}: training loss": {"x": "step", "y": files(paths.steps_file, "loss"),
                                                  "x_label": "optimizer step", "y_label": "loss"}},
                 {f"{exp.name}: accuracy": {"x": "step", "y": files(paths.history_file, ["train_acc", "test_acc"]),
                                            "x_label": "optimizer step", "y_label": "accuracy"}}]
+        if exp.study.name == "image":
+            out.append({f"{exp.name}: confusion": {"template": "confusion", "x": "predicted",
+                                                   "y": series("test_predictions", "actual"),
+                                                   "x_label": "predicted", "y_label": "true"}})
+        else:
+            out.append({f"{exp.name}: accuracy vs segments": {"x": "segments", "y": series("segments", "headline"),
+                                                              "x_label": "segments at test time",
+                                                              "y_label": "test accuracy (ARC: pass@2)"}})
+            if exp.study.datasets[exp.dataset].kind == "arc":
+                out.append({f"{exp.name}: pass@K": {"x": "k", "y": series("pass_at_k", ["pass", "partial_pass"]),
+                                                    "x_label": "K (answers tried)", "y_label": "pass@K"}})
     return out
 
 

@@ -35,6 +35,7 @@ class Study:
     recipe_kind: str | None                      # the `kind` its recipes carry (None: no kind key)
     modes: tuple[str, ...]                       # fidelity modes its code reads; () = no `mode` key
     figures: tuple[str, ...]                     # per-run figures `evaluate` draws
+    plot_data: tuple[str, ...]                   # per-run data series `evaluate` writes for `dvc plots`
     predictions: bool                            # `evaluate` writes predictions.json
     shape: Callable[[Any, int], Shape]           # (data-set spec, puzzle ids) -> what a model needs
 
@@ -49,14 +50,14 @@ STUDIES: dict[str, Study] = {
         modules={"download": "hrm.data.download", "build": "hrm.data.build", "train": "hrm.train.image",
                  "evaluate": "hrm.evaluate.image"},
         model_kinds=("cnn", "hrm-image"), recipe_kind=None, modes=("faithful", "corrected"),
-        figures=paths.FIGURES, predictions=False,
+        figures=paths.FIGURES, plot_data=paths.PLOT_DATA_FILES, predictions=False,
         shape=lambda d, ids: Shape(classes=d.classes, image_shape=d.image_shape)),
     "puzzle": Study(
         name="puzzle", paper="REFERENCE II (Wang et al., arXiv 2506.21734)", datasets=PUZZLES,
         modules={"download": "hrm.data.puzzles.download", "build": "hrm.data.puzzles.build",
                  "train": "hrm.train.puzzle", "evaluate": "hrm.evaluate.puzzle"},
         model_kinds=("hrm-puzzle", "transformer-puzzle"), recipe_kind="puzzle", modes=(),
-        figures=paths.PUZZLE_FIGURES, predictions=True,
+        figures=paths.PUZZLE_FIGURES, plot_data=paths.PUZZLE_PLOT_DATA_FILES, predictions=True,
         shape=lambda d, ids: Shape(classes=d.classes, seq_len=d.seq_len, puzzle_ids=ids)),
 }
 # A live view (not a copy): tests may add a data set to a study's table.

@@ -30,6 +30,7 @@ rule evaluate:
     output:
         result=paths.EVAL,
         figures=report_figures("image"),
+        plots=expand(paths.PLOT_DATA, plot=IMAGE.plot_data, allow_missing=True),
     log:
         paths.RUN_LOG.format(verb="evaluate", root="{root}", experiment="{experiment}", seed="{seed}"),
     wildcard_constraints:
@@ -52,6 +53,7 @@ rule evaluate_puzzle:
         result=paths.EVAL,
         predictions=paths.PREDICTIONS,
         figures=report_figures("puzzle"),
+        plots=expand(paths.PLOT_DATA, plot=PUZZLE.plot_data, allow_missing=True),
     log:
         paths.RUN_LOG.format(verb="evaluate", root="{root}", experiment="{experiment}", seed="{seed}"),
     wildcard_constraints:

@@ -1,5 +1,6 @@
 """Per-run figures (REFERENCE I.6): loss trace, accuracy curves, confusion, errors (image study) and
-the inference-time scaling curve (reasoning study); and the reader of the training traces they draw."""
+the inference-time scaling curve (reasoning study); the reader of the training traces they draw, and
+the writer of the data series DVC draws its own plots from."""
 
 from __future__ import annotations
 
@@ -32,6 +33,14 @@ def read_trace(path: Path, columns: dict[str, type]) -> list[dict[str, float]]:
     if not rows:
         raise DataError(f"{path}: no rows; run `hrm train` for this run again")
     return rows
+
+
+def write_series(path: Path, header: list[str], rows: list[list[Any]]) -> None:
+    """A data series for `dvc plots` (CSV with a header), written whole or not at all."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
 
 
 def save(fig: plt.Figure, path: Path) -> None:

@@ -62,6 +62,10 @@ def evaluate(params: Params, name: str, seed: int) -> Path:
         "provenance": provenance.record(exp.params_hash()),
     }
     out = paths.eval_file(exp.group, name, seed)
+    names = list(data.label_names)
+    # One row per test example, so DVC's confusion template can count them (`dvc plots show`).
+    figures.write_series(paths.plot_data_file(exp.group, name, seed, "test_predictions"), ["actual", "predicted"],
+                         [[names[t], names[p]] for t, p in zip(y.tolist(), pred.tolist())])
     write_json(out, result)
     draw_figures(exp.group, name, seed, data, result)
     log.info("%s seed %d: test accuracy %.4f (%d/%d) -> %s", name, seed, result["test_acc"],

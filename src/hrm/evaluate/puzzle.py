@@ -95,6 +95,7 @@ def evaluate(params: Params, name: str, seed: int) -> Path:
     else:
         write_json(paths.predictions_file(g, name, seed), failed_examples(model, data, exp, device, amp))
     out = paths.eval_file(g, name, seed)
+    write_plot_data(g, name, seed, result)
     write_json(out, result)
     draw_figures(g, name, seed, result)
     board_file, title = paths.figure_file(g, name, seed, "boards"), f"{name} seed {seed}"
@@ -147,6 +148,21 @@ def draw_segments(model: torch.nn.Module, data: stream.PuzzleData, segments: lis
     boards.segment_boards(str(data.info.get("kind")), np.asarray(split.inputs[j]),
                           [preds[m][j] for m in range(1, last + 1)], np.asarray(split.labels[j]),
                           f"{title}: test puzzle {j} ({which})", path)
+
+
+def write_plot_data(group: str, name: str, seed: int, result: dict) -> None:
+    """segments.csv (every score at each segment count) and pass_at_k.csv (at the trained M_max:
+    pass@K and its partial-credit form for ARC; without voting one answer, so K = 1 = exact accuracy)."""
+    by = result["by_segments"]
+    order = sorted(by, key=int)
+    columns = [k for k, v in by[order[0]].items() if isinstance(v, float | int)]
+    figures.write_series(paths.plot_data_file(group, name, seed, "segments"), ["segments", *columns],
+                         [[int(m), *(by[m][c] for c in columns)] for m in order])
+    head = by[str(result["trained_halt_max_steps"])]
+    ks = sorted(int(k.split("@")[1]) for k in head if k.startswith("pass@"))
+    rows = [[k, head[f"pass@{k}"], head[f"partial_pass@{k}"]] for k in ks] or \
+        [[1, head["exact_acc"], head["exact_acc"]]]
+    figures.write_series(paths.plot_data_file(group, name, seed, "pass_at_k"), ["k", "pass", "partial_pass"], rows)
 
 
 def draw_figures(group: str, name: str, seed: int, result: dict) -> None:
