@@ -104,6 +104,7 @@ def _dvc_everyday(root: Path) -> None:
     _run([*git, "commit", "-qm", "baseline"], root)
 
     plots = json.loads(_run([dvc, "plots", "show", "--json"], root).stdout)["data"]
+    assert {"digits-tiny: confusion", "digits-paper: training loss"} <= set(plots)
     curve = plots["digits-tiny: accuracy"][0]
     assert curve["type"] == "vega" and {"train_acc", "test_acc"} <= set(json.dumps(curve["content"]).split('"'))
     _run([dvc, "plots", "show", "-o", "plots"], root)
@@ -113,7 +114,8 @@ def _dvc_everyday(root: Path) -> None:
     _run([dvc, "exp", "run", "-S", "recipes.tiny.lr=0.02", "-n", "lr-high"], root)
     after = json.loads((root / paths.metrics_file("demo", "digits-tiny", 0)).read_text())["test_acc"]
     params = json.loads(_run([dvc, "params", "diff", "--json"], root).stdout)
-    assert params["params.yaml"]["recipes.tiny.lr"] == {"old": 0.003, "new": 0.02}
+    lr = params["params.yaml"]["recipes.tiny.lr"]
+    assert (lr["old"], lr["new"]) == (0.003, 0.02)
     diff = json.loads(_run([dvc, "metrics", "diff", "--json"], root).stdout)
     changed = diff[str(paths.metrics_file("demo", "digits-tiny", 0))]["test_acc"]
     assert changed["old"] == before and changed["new"] == after != before
