@@ -74,7 +74,8 @@ def test_tiny_hrm_learns_generated_sudoku_and_is_evaluated(sudoku_project: Path)
     # The data series for `dvc plots`: the same scores as eval.json.
     segments = list(csv.DictReader(open(paths.plot_data_file("demo", "sudoku-carry", 0, "segments"))))
     assert [int(r["segments"]) for r in segments] == [1, 2, 3, 4]
-    assert [float(r["exact_acc"]) for r in segments] == [result["by_segments"][str(m)]["exact_acc"] for m in range(1, 5)]
+    by = result["by_segments"]
+    assert [float(r["exact_acc"]) for r in segments] == [by[str(m)]["exact_acc"] for m in range(1, 5)]
     passes = list(csv.DictReader(open(paths.plot_data_file("demo", "sudoku-carry", 0, "pass_at_k"))))
     assert [(int(r["k"]), float(r["pass"])) for r in passes] == [(1, result["test_acc"])]   # one answer, no voting
 

@@ -154,7 +154,7 @@ def _fail(command: str, exc: HrmError) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hrm import provenance
+    from hrm import progress, provenance
 
     argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
@@ -163,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
         params = load_params(args.params)
+        progress.configure(params.runtime.progress_seconds)
         return int(args.fn(params, args))
     except OSError as exc:
         if exc.errno not in DiskFull.ERRNOS:

@@ -34,7 +34,8 @@ class Runtime:
     deterministic: bool = spec("torch deterministic algorithms (bitwise-repeatable on CPU)")
     num_threads: int = spec("CPU threads for torch; 0 = torch's default", ge=0)
     nvml_interval_s: float = spec("NVML sampling period, seconds", gt=0, le=10)
-    log_every_steps: int = spec("plain-log line every N batches", ge=1)
+    log_every_steps: int = spec("training loss shown (and, on a GPU, checked: a host sync) every N batches", ge=1)
+    progress_seconds: float = spec("without a terminal, a progress line every N seconds (a bar on one)", gt=0)
     precision: Literal["fp32", "bf16"] = spec("autocast dtype on CUDA (parameters stay fp32); CPU is fp32")
     compile: bool = spec("torch.compile the transformer stacks (CUDA only)")
 

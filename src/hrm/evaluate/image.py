@@ -21,6 +21,7 @@ from hrm.evaluate import figures
 from hrm.evaluate.image_pass import Normalizer, predict
 from hrm.gpu import autocast, resolve_device
 from hrm.models.registry import build_model
+from hrm.progress import Progress
 
 log = logging.getLogger("hrm")
 MISCLASSIFIED_KEPT = 32   # the study's error grid shows 32 images
@@ -45,8 +46,10 @@ def evaluate(params: Params, name: str, seed: int) -> Path:
     data = built.load(exp.dataset)
     model = load_model(params, name, seed, device)
     x = torch.from_numpy(np.array(data.test_x)).to(device)
-    pred = predict(model, x, Normalizer(data, device), exp.recipe.eval_batch_size,
-                   partial(autocast, device, params.runtime.precision)).cpu().numpy()
+    batch = exp.recipe.eval_batch_size
+    with Progress(-(-len(x) // batch), f"{name} s{seed} evaluate", "batches") as bar:
+        pred = predict(model, x, Normalizer(data, device), batch, partial(autocast, device, params.runtime.precision),
+                       bar.advance).cpu().numpy()
     y = np.asarray(data.test_y)
     classes = studies.shape(exp.dataset).classes
     matrix = confusion(y, pred, classes)

@@ -26,11 +26,16 @@ class Normalizer:
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, x: torch.Tensor, normalize: Normalizer, batch_size: int,
-            autocast: Callable[[], AbstractContextManager] = nullcontext) -> torch.Tensor:
-    """Class predictions for every row of `x`, in sequential batches, in eval mode."""
+            autocast: Callable[[], AbstractContextManager] = nullcontext,
+            on_batch: Callable[[], None] | None = None) -> torch.Tensor:
+    """Class predictions for every row of `x`, in sequential batches, in eval mode (`on_batch` after each)."""
     was_training = model.training
     model.eval()
+    preds = []
     with autocast():
-        preds = [model(normalize(x[i:i + batch_size])).argmax(-1) for i in range(0, len(x), batch_size)]
+        for i in range(0, len(x), batch_size):
+            preds.append(model(normalize(x[i:i + batch_size])).argmax(-1))
+            if on_batch is not None:
+                on_batch()
     model.train(was_training)
     return torch.cat(preds)

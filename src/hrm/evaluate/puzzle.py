@@ -26,6 +26,7 @@ from hrm.evaluate.puzzle_pass import predict_segments, score_puzzles
 from hrm.evaluate.voting import HEADLINE_K, Votes, arc_scores, submission
 from hrm.gpu import autocast, resolve_device
 from hrm.models.registry import build_model
+from hrm.progress import Progress
 
 log = logging.getLogger("hrm")
 FAILED_KEPT = 32
@@ -74,7 +75,9 @@ def evaluate(params: Params, name: str, seed: int) -> Path:
     # ARC: task names and their test answers (original space), in the order of the task indices.
     names = list(data.tasks["answers"]) if data.tasks is not None else []
     answers = [[np.array(a, np.uint8) for a in data.tasks["answers"][n]] for n in names] if names else []
-    scores = score_puzzles(model, data.test, exp.recipe.eval_batch_size, device, amp, segments, each)
+    batch = exp.recipe.eval_batch_size
+    with Progress(-(-len(data.test.inputs) // batch), f"{name} s{seed} evaluate", "batches") as bar:
+        scores = score_puzzles(model, data.test, batch, device, amp, segments, each, bar.advance)
     by_segments: dict[str, dict[str, Any]] = {}
     for m, r in scores.items():
         if data.tasks is not None:

@@ -39,9 +39,10 @@ EachBatch = Callable[[int, np.ndarray, torch.Tensor, torch.Tensor], None]
 
 
 def score_puzzles(model: torch.nn.Module, split: PuzzleSplit, batch: int, device: torch.device,
-                  autocast: AbstractContextManager, segments: Iterable[int], each: EachBatch | None = None
-                  ) -> dict[int, dict[str, float]]:
-    """Exact and token accuracy of every test example after each segment count in `segments`."""
+                  autocast: AbstractContextManager, segments: Iterable[int], each: EachBatch | None = None,
+                  on_batch: Callable[[], None] | None = None) -> dict[int, dict[str, float]]:
+    """Exact and token accuracy of every test example after each segment count in `segments`
+    (`on_batch` after each batch of examples)."""
     was_training = model.training
     model.eval()
     wanted = set(segments)
@@ -60,6 +61,8 @@ def score_puzzles(model: torch.nn.Module, split: PuzzleSplit, batch: int, device
                 tokens_total += int(valid.sum())
             if each is not None:
                 each(m, idx, pred, conf)
+        if on_batch is not None:
+            on_batch()
     model.train(was_training)
     return {m: {"exact_acc": exact[m] / n, "token_acc": tokens_right[m] / max(1, tokens_total)}
             for m in sorted(wanted)}

@@ -179,9 +179,9 @@ class ImageRun(Run):
         correct = torch.tensor(s.since_eval.get("correct", 0.0), device=self.device)
         synchronize(self.device)
         t0, checked = time.perf_counter() - s.since_eval.get("seconds", 0.0), start
-        with Progress(n_batches, f"{self.exp.name} s{self.seed} epoch {epoch}/{self.recipe.epochs}", "batches",
-                      notes_only=True) as bar:
-            bar.advance(start)
+        with Progress(n_batches, f"{self.exp.name} s{self.seed} epoch {epoch}/{self.recipe.epochs}",
+                      "batches") as bar:
+            bar.skip(start)
             for i in range(start, n_batches):
                 idx = order[i * bs:(i + 1) * bs]
                 loss, hits = self.step_fn(self.model, self.normalize(self.x_train[idx]), self.y_train[idx],

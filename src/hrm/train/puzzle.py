@@ -32,6 +32,7 @@ from hrm.models.act import ActState, act_step, initial_state
 from hrm.models.hrm import Carry
 from hrm.models.registry import build_model, count_params
 from hrm.optim import AdamAtan2, set_lr, sign_sgd_rows
+from hrm.progress import Progress
 from hrm.train.run import Run
 
 log = logging.getLogger("hrm")
@@ -140,33 +141,39 @@ class PuzzleRun(Run):
         self.state.since_eval["train_acc"] = float(rows[-1, 4])
 
     def loop(self) -> None:
-        s = self.state
         self.model.train()
-        while not self.finished():
-            idx = self.stream.next()
-            x, y, pid = stream.tensors(self.data.train, idx, self.stream.puzzle_of, self.device)
-            if self.recipe.scheme == "carry":
+        with Progress(self.total, self.label, "batches") as bar:
+            bar.skip(self.batches_done)
+            while not self.finished():
+                self.one_batch(bar)
+
+    def one_batch(self, bar: Progress) -> None:
+        """Train on the next batch; flush, log, evaluate and checkpoint when due."""
+        s = self.state
+        idx = self.stream.next()
+        x, y, pid = stream.tensors(self.data.train, idx, self.stream.puzzle_of, self.device)
+        if self.recipe.scheme == "carry":
+            row = self.segment(x, y, pid)
+        else:
+            self.act = None
+            for _ in range(self.exp.model.halt_max_steps):
                 row = self.segment(x, y, pid)
-            else:
-                self.act = None
-                for _ in range(self.exp.model.halt_max_steps):
-                    row = self.segment(x, y, pid)
-                    if bool(self.act.halted.all()):
-                        break
-                self.act = None                               # the next batch starts fresh
-            self.pending.append(row)
-            s.epoch, s.offset = self.stream.epoch - 1, self.stream.offset
-            done, evaluate = self.batches_done, self.finished() or self.batches_done % self.eval_every == 0
-            if done % self.check_every == 0 or evaluate or self.stop.received:
-                self.flush()
-            if done % self.runtime.log_every_steps == 0:
-                log.info("%s batch %d/%d (update %d): loss %.4f, halted-row exact acc %.3f", self.label,
-                         done, self.total, s.step, s.step_losses[-1], s.since_eval.get("train_acc", math.nan))
-            if evaluate:
-                self.evaluate_now()
-            if self.stop.received:
-                self.save()
-                raise self.stopped(f"at update {s.step}")
+                if bool(self.act.halted.all()):
+                    break
+            self.act = None                               # the next batch starts fresh
+        self.pending.append(row)
+        s.epoch, s.offset = self.stream.epoch - 1, self.stream.offset
+        done, evaluate = self.batches_done, self.finished() or self.batches_done % self.eval_every == 0
+        if done % self.check_every == 0 or evaluate or self.stop.received:
+            self.flush()
+        logged = done % self.runtime.log_every_steps == 0          # losses are on the host then
+        bar.advance(1, f"update {s.step}, loss {s.step_losses[-1]:.4f}, halted-row exact acc "
+                       f"{s.since_eval.get('train_acc', math.nan):.3f}" if logged else "")
+        if evaluate:
+            self.evaluate_now()
+        if self.stop.received:
+            self.save()
+            raise self.stopped(f"at update {s.step}")
 
     def evaluate_now(self) -> None:
         """Exact accuracy of the test set at M_max (no voting), a history row, a checkpoint."""

@@ -22,6 +22,7 @@ import numpy as np
 from hrm.data.puzzles import arc
 from hrm.data.puzzles.layout import AUGMENTATIONS, IDENTIFIERS, Metadata, Rows, array_path, write_index
 from hrm.errors import DataError
+from hrm.progress import Progress
 
 SWAPS = (1, 3, 6, 7)       # transforms that swap height and width
 
@@ -108,8 +109,11 @@ def build_arc(tasks: list[arc.Task], dest: Path, count: int, tries_factor: int, 
     seq_len = canvas * canvas
     _JOB = _Job(tasks, count, tries_factor, seed, canvas)
     try:
-        with _pool(workers) as pool:
-            versions = pool.map(_augment_one, range(len(tasks)), chunksize=8)
+        with _pool(workers) as pool, Progress(len(tasks), "arc build: augment", "tasks") as bar:
+            versions = []
+            for v in pool.imap(_augment_one, range(len(tasks)), chunksize=8):     # in task order, like map
+                versions.append(v)
+                bar.advance(1)
         sizes = np.array([len(v) for v in versions])
         evaluation = np.array([t.evaluation for t in tasks])
         ids_first = 1 + np.concatenate([[0], np.cumsum(sizes)[:-1]])     # id 0 is the blank id
@@ -137,8 +141,9 @@ def build_arc(tasks: list[arc.Task], dest: Path, count: int, tries_factor: int, 
             write_index(split_dir, puzzle_ids, examples, sizes[members], meta)
 
         _JOB = _Job(tasks, count, tries_factor, seed, canvas, versions, files, first_row)
-        with _pool(workers) as pool:
-            pool.map(_render_one, range(len(tasks)), chunksize=4)
+        with _pool(workers) as pool, Progress(len(tasks), "arc build: render", "tasks") as bar:
+            for _ in pool.imap_unordered(_render_one, range(len(tasks)), chunksize=4):   # fixed offsets
+                bar.advance(1)
     finally:
         _JOB = None
 
