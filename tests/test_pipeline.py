@@ -121,6 +121,8 @@ def _dvc_everyday(root: Path) -> None:
     assert changed["old"] == before and changed["new"] == after != before
     shown = _run([dvc, "exp", "show", "--csv", "--only-changed"], root).stdout
     assert "lr-high" in shown and "0.02" in shown
+    overlay = json.loads(_run([dvc, "plots", "diff", "HEAD", "--json"], root).stdout)["data"]
+    assert set(overlay["digits-tiny: accuracy"][0]["revisions"]) == {"HEAD", "workspace"}   # both curves drawn
 
 
 EVAL_ONLY = "src/hrm/evaluate/figures.py"
