@@ -65,7 +65,7 @@ def _ours(results: list[RunResult], exp: Experiment, key: str) -> tuple[float | 
     """Our number for a metric over the experiment's complete runs (mean over seeds) and its text."""
     if key == "test_acc":
         stats = seed_stats(results, exp)
-        return (stats.mean, stats.text() if stats.n > 1 else f"{stats.mean:.2f}") if stats else (None, "—")
+        return (stats.mean, stats.short()) if stats else (None, "—")
     runs = [r.metrics for r in results if r.exp.name == exp.name and r.metrics and r.metrics.get("complete")]
     values = [float(m[RUN_KEYS[key]]) * (100 if key.endswith("acc") else 1) for m in runs
               if isinstance(m.get(RUN_KEYS[key]), (int, float))]
@@ -121,8 +121,7 @@ def beside_rows(results: list[RunResult], params: Params) -> list[list[str]]:
         if ours is None:
             out.append([exp.name, str(exp.mode), "—", anchor.name if anchor else "—", "—", "not run yet"])
             continue
-        text = ours.text() if ours.n > 1 else f"{ours.mean:.2f}"
-        against = "—" if not theirs else (theirs.text() if theirs.n > 1 else f"{theirs.mean:.2f}")
+        text, against = ours.short(), theirs.short() if theirs else "—"
         diff = f"{ours.mean - theirs.mean:+.2f}" if theirs else "—"
         out.append([exp.name, str(exp.mode), text, f"{anchor.name} ({anchor.mode}): {against}" if anchor else "—",
                     diff, f"run here ({_where(results, exp)})"])

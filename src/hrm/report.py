@@ -204,6 +204,10 @@ class SeedStats:
         seeds = f"{self.n} seed{'s' if self.n > 1 else ''}"
         return f"{self.mean:.2f} ± {self.sd:.2f} ({self.lo:.2f}–{self.hi:.2f}, {seeds})"
 
+    def short(self) -> str:
+        """The mean alone for one seed; mean ± sd and range for several."""
+        return self.text() if self.n > 1 else f"{self.mean:.2f}"
+
     def placement(self, published: float) -> str:
         """Where a published number falls against our seeds' range."""
         return "inside our range" if self.lo <= published <= self.hi else "outside our range"
