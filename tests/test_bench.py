@@ -84,6 +84,10 @@ def test_bench_train_prints_consistent_measurements(project: Path, capsys: pytes
     assert main(["bench", "train", "digits-tiny", "--steps", "1", "--warmup", "0", "--synthetic"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["steps_per_epoch"] == 6 and out["seconds_per_epoch"] == pytest.approx(6 * out["seconds_per_step"])
+    # --batch: one GPU's share of a larger recipe batch; the epoch then has more steps.
+    assert main(["bench", "train", "digits-tiny", "--steps", "1", "--warmup", "0", "--synthetic", "--batch", "16"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["batch_size"] == 16 and out["steps_per_epoch"] == 90        # ceil(1,438 / 16)
     assert main(["bench", "train", "digits-tiny", "--steps", "0"]) == 2
     assert "--steps must be >= 1" in capsys.readouterr().err
 

@@ -87,7 +87,7 @@ def cmd_bench(params: Params, args: argparse.Namespace) -> int:
         return 0
     from hrm.bench.train import bench_train
 
-    result = bench_train(params, args.experiment, args.steps, args.warmup, args.synthetic, args.save)
+    result = bench_train(params, args.experiment, args.steps, args.warmup, args.synthetic, args.save, args.batch)
     print(json.dumps(result, indent=1))
     return 0
 
@@ -170,7 +170,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--warmup", type=int, default=3, help="train: untimed steps first (default 3)")
     sp.add_argument("--synthetic", action="store_true", help="train: random data even if the set is built")
     sp.add_argument("--depths", default="4,8,16,32", help="memory: values of N*T (default 4,8,16,32)")
-    sp.add_argument("--batch", type=int, default=None, help="memory: batch (default: the recipe's)")
+    sp.add_argument("--batch", type=int, default=None, help="train, memory: batch (default: the recipe's)")
     sp.add_argument("--save", action="store_true", help="train, memory: also write results/bench/ (JSON, figure)")
     sp.add_argument("--dataset", default="arc1", help="build: an ARC data set, downloaded (default arc1)")
     sp.add_argument("--workers", type=int, default=None, help="build: processes (default: every core)")

@@ -80,7 +80,12 @@ def compile_model(model: torch.nn.Module, runtime: Runtime, device: torch.device
     return True
 
 
+def cuda_graphs(runtime: Runtime, device: torch.device) -> bool:
+    return runtime.compile and runtime.compile_mode == "reduce-overhead" and device.type == "cuda"
+
+
 def mark_step(runtime: Runtime, device: torch.device) -> None:
-    """With CUDA graphs, tell torch a new training step begins (the previous outputs may be overwritten)."""
-    if runtime.compile and runtime.compile_mode == "reduce-overhead" and device.type == "cuda":
+    """With CUDA graphs, tell torch a new training step begins: the graphs' previous outputs may be
+    overwritten from here on, so a tensor kept across steps (the ACT carry) must be a copy."""
+    if cuda_graphs(runtime, device):
         torch.compiler.cudagraph_mark_step_begin()

@@ -8,6 +8,7 @@ which is what the timing needs. One JSON object comes out; the FLOPs come from `
 
 from __future__ import annotations
 
+import dataclasses
 import resource
 import time
 from typing import Any
@@ -102,9 +103,13 @@ def batches(run: Any) -> Any:
 
 
 def bench_train(params: Params, name: str, steps: int = 20, warmup: int = 3, synthetic: bool = False,
-                save: bool = False) -> dict:
-    """The measurements as one JSON-ready dict; `save` also writes results/bench/train-NAME-{cpu,cuda}.json."""
+                save: bool = False, batch: int | None = None) -> dict:
+    """The measurements as one JSON-ready dict; `save` also writes results/bench/train-NAME-{cpu,cuda}.json.
+    `batch` replaces the recipe's (e.g. one GPU's share of a multi-GPU recipe)."""
     exp = params.experiment(name)
+    stem = f"train-{name}" + ("" if batch is None else f"-batch{batch}")
+    if batch is not None:
+        exp = dataclasses.replace(exp, recipe=dataclasses.replace(exp.recipe, batch_size=batch))
     seed = exp.seeds[0]
     data, real = load_data(exp, synthetic)
     run = make_run(params, exp, seed, data)
@@ -149,5 +154,5 @@ def bench_train(params: Params, name: str, steps: int = 20, warmup: int = 3, syn
         "provenance": provenance.record(exp.params_hash(), gpu["device_name"]),
     }
     if save:
-        write_json(paths.bench_file(f"train-{name}-{device.type}"), result)
+        write_json(paths.bench_file(f"{stem}-{device.type}"), result)
     return result

@@ -32,7 +32,7 @@ from hrm.models.hrm import Carry
 from hrm.models.registry import build_model, count_params
 from hrm.optim import AdamAtan2, set_lr, sign_sgd_rows
 from hrm.progress import Progress
-from hrm.speed import autocast, compile_model, mark_step, set_precision
+from hrm.speed import autocast, compile_model, cuda_graphs, mark_step, set_precision
 from hrm.train.run import Run
 
 log = logging.getLogger("hrm")
@@ -57,6 +57,7 @@ class PuzzleRun(Run):
         r = self.recipe
         self.optimizer = AdamAtan2(list(self.model.parameters()), r.lr, r.betas, r.weight_decay, self.runtime.optimizer)
         compile_model(self.model, self.runtime, self.device)
+        self.own_carry = cuda_graphs(self.runtime, self.device)
         # The training set on the device (runtime.data_on_device): a batch is then a gather there.
         self.resident = (stream.DeviceSplit(data.train, self.device) if self.runtime.data_on_device else None)
         self.total = stream.total_steps(data.train, r.epochs, r.batch_size)
@@ -121,6 +122,8 @@ class PuzzleRun(Run):
             self.act = initial_state(self.model, x, y, pid)
         with self.autocast:
             self.act, out = act_step(self.model, self.act, x, y, pid, self.gen)
+        if self.own_carry:      # CUDA graphs reuse their output memory at the next step: keep a copy
+            self.act.carry = Carry(self.act.carry.z_h.clone(), self.act.carry.z_l.clone())
         losses = act_loss(out.out.logits, self.act.labels, out.out.q_halt, out.out.q_continue, out.target_q_continue)
         self.update(losses.total, len(x), out.out.puzzle_rows)
         halted = self.act.halted
