@@ -9,7 +9,7 @@ TORCH  := torch==2.14.1 torchvision==0.29.1
 
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install demo test lint cifar-cnn clean-demo
+.PHONY: install demo test lint cifar-cnn clean-demo gpu-check
 
 install: $(STAMP)
 
@@ -37,6 +37,12 @@ test: lint
 cifar-cnn: $(STAMP)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH snakemake --cores 4 cifar_cnn
 	$(PY) -m hrm report paper
+
+# The first thing to run on a GPU machine (README, "Speed"): each speed option on vs off against the
+# CPU, NVML, then the speed measurements under results/bench/. The venv if there is one, else the
+# machine's python with torch already installed (a GPU machine may have no package index).
+gpu-check:
+	PYTHONPATH=$(CURDIR)/src $(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m hrm bench gpu-check
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests

@@ -100,9 +100,10 @@ def test_act_loss_composition() -> None:
     assert loss.total.item() == pytest.approx((lm + 0.5 * (halt + cont)).item())
 
 
-def test_adam_atan2_matches_its_formula() -> None:
+@pytest.mark.parametrize("impl", ["foreach", "loop"])
+def test_adam_atan2_matches_its_formula(impl: str) -> None:
     p = torch.nn.Parameter(torch.tensor([1.0, -2.0, 0.5]))
-    opt = AdamAtan2([p], lr=0.1, betas=(0.9, 0.95), weight_decay=0.5)
+    opt = AdamAtan2([p], lr=0.1, betas=(0.9, 0.95), weight_decay=0.5, impl=impl)
     grads = [torch.tensor([0.5, -1.0, 0.0]), torch.tensor([-0.2, 0.3, 1e-8])]
     w, m, v = p.detach().clone(), torch.zeros(3), torch.zeros(3)
     for t, g in enumerate(grads, start=1):

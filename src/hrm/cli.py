@@ -40,16 +40,21 @@ def cmd_build(params: Params, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(params: Params, args: argparse.Namespace) -> int:
+def _run_verb(verb: str, params: Params, args: argparse.Namespace) -> int:
+    from hrm.speed import attention  # imports torch: only for the verbs that run a model
+
     seed = _seed(params, args.experiment, args.seed)
-    params.experiment(args.experiment).study.verb("train")(params, args.experiment, seed)
+    with attention(params.runtime.attention):
+        params.experiment(args.experiment).study.verb(verb)(params, args.experiment, seed)
     return 0
+
+
+def cmd_train(params: Params, args: argparse.Namespace) -> int:
+    return _run_verb("train", params, args)
 
 
 def cmd_evaluate(params: Params, args: argparse.Namespace) -> int:
-    seed = _seed(params, args.experiment, args.seed)
-    params.experiment(args.experiment).study.verb("evaluate")(params, args.experiment, seed)
-    return 0
+    return _run_verb("evaluate", params, args)
 
 
 def cmd_report(params: Params, args: argparse.Namespace) -> int:
@@ -60,9 +65,31 @@ def cmd_report(params: Params, args: argparse.Namespace) -> int:
 
 
 def cmd_bench(params: Params, args: argparse.Namespace) -> int:
-    from hrm.bench import main
+    if args.what == "build":
+        from hrm.bench.build import main
 
-    return main(args.dataset, args.workers)
+        return main(args.dataset, args.workers)
+    if args.what == "gpu-check":
+        from hrm.bench.check import gpu_check
+
+        return gpu_check(args.params, args.steps)
+    if args.steps < 1 or args.warmup < 0 or (args.batch is not None and args.batch < 1):
+        raise ConfigError(f"bench {args.what}: --steps must be >= 1, --warmup >= 0 and --batch >= 1; got "
+                          f"{args.steps}, {args.warmup}, {args.batch}")
+    if not args.experiment:
+        raise ConfigError(f"bench {args.what}: name an experiment (one of: {', '.join(params.experiments)})")
+    params.experiment(args.experiment)
+    if args.what == "memory":
+        from hrm.bench.memory import bench_memory
+
+        depths = tuple(int(d) for d in args.depths.split(","))
+        print(json.dumps(bench_memory(params, args.experiment, depths, args.batch, args.save), indent=1))
+        return 0
+    from hrm.bench.train import bench_train
+
+    result = bench_train(params, args.experiment, args.steps, args.warmup, args.synthetic, args.save, args.batch)
+    print(json.dumps(result, indent=1))
+    return 0
 
 
 def cmd_check(params: Params, args: argparse.Namespace) -> int:
@@ -135,10 +162,18 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--seed", type=int, required=True, help="one of the experiment's seeds")
     sp = add("report", cmd_report, "write the paper-vs-reproduced tables of a group")
     sp.add_argument("group", choices=GROUPS)
-    sp = add("bench", cmd_bench, "benchmarks: `bench build` times the ARC build and reports peak memory")
-    sp.add_argument("what", choices=["build"])
-    sp.add_argument("--dataset", default="arc1", help="an ARC data set, downloaded (default arc1)")
-    sp.add_argument("--workers", type=int, default=None, help="processes (default: every core)")
+    sp = add("bench", cmd_bench, "benchmarks that print measurements (JSON): build (the ARC build), train "
+             "(N warm steps of an experiment), memory (memory vs N*T), gpu-check (the GPU acceptance check)")
+    sp.add_argument("what", choices=["build", "train", "memory", "gpu-check"])
+    sp.add_argument("experiment", nargs="?", help="train, memory: a key of the experiments section")
+    sp.add_argument("--steps", type=int, default=20, help="train, gpu-check: timed steps (default 20)")
+    sp.add_argument("--warmup", type=int, default=3, help="train: untimed steps first (default 3)")
+    sp.add_argument("--synthetic", action="store_true", help="train: random data even if the set is built")
+    sp.add_argument("--depths", default="4,8,16,32", help="memory: values of N*T (default 4,8,16,32)")
+    sp.add_argument("--batch", type=int, default=None, help="train, memory: batch (default: the recipe's)")
+    sp.add_argument("--save", action="store_true", help="train, memory: also write results/bench/ (JSON, figure)")
+    sp.add_argument("--dataset", default="arc1", help="build: an ARC data set, downloaded (default arc1)")
+    sp.add_argument("--workers", type=int, default=None, help="build: processes (default: every core)")
     add("check", cmd_check, "validate the params file (exit 2 with the offending key)")
     sp = add("describe", cmd_describe, "print an experiment's resolved config, data, outputs and parameter count")
     sp.add_argument("experiment")

@@ -19,7 +19,7 @@ import yaml
 
 from hrm import studies
 from hrm.errors import ConfigError
-from hrm.fields import closest, parse_section, spec, type_name
+from hrm.fields import closest, identity, parse_section, spec, type_name
 from hrm.models.registry import MODEL_CONFIGS, ModelConfig
 
 DEFAULT_PARAMS = Path("params.yaml")
@@ -36,8 +36,17 @@ class Runtime:
     nvml_interval_s: float = spec("NVML sampling period, seconds", gt=0, le=10)
     log_every_steps: int = spec("training loss shown (and, on a GPU, checked: a host sync) every N batches", ge=1)
     progress_seconds: float = spec("without a terminal, a progress line every N seconds (a bar on one)", gt=0)
-    precision: Literal["fp32", "bf16"] = spec("autocast dtype on CUDA (parameters stay fp32); CPU is fp32")
-    compile: bool = spec("torch.compile the transformer stacks (CUDA only)")
+    # Speed options (hrm.speed): none changes what a step computes beyond rounding; each is tested on vs off.
+    precision: Literal["fp32", "bf16", "bf16-pure"] = spec(
+        "CUDA numerics: fp32; bf16 autocast with fp32 weights and carry; bf16-pure = the HRM authors' (carry "
+        "and initial states in bf16 too). The CPU always runs fp32")
+    attention: Literal["auto", "flash", "efficient", "math"] = spec("SDPA kernel; auto lets torch choose")
+    optimizer: Literal["foreach", "fused", "loop"] = spec(
+        "optimizer kernels: multi-tensor, one fused kernel (AdamW; Adam-atan2 runs foreach), or per tensor")
+    compile: bool = spec("torch.compile the transformer stacks, or the CNN (CUDA only)")
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = spec(
+        "torch.compile mode; reduce-overhead replays CUDA graphs (for the small, launch-bound image models)")
+    data_on_device: bool = spec("puzzle training set resident on the device (image sets always are)")
 
 
 @dataclass(frozen=True)
@@ -128,7 +137,8 @@ class Experiment:
 
     def params_hash(self) -> str:
         """Hash of everything that shapes a run of this experiment (not the seed list, not the label)."""
-        body = self.as_dict()
+        body = self.as_dict() | {"model": {"name": self.model_name, **identity(self.model)},
+                                 "recipe": {"name": self.recipe_name, **identity(self.recipe)}}
         body.pop("seeds")
         body.pop("stands_for", None)
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]

@@ -17,10 +17,25 @@ from typing import Any, Literal
 from hrm.errors import ConfigError
 
 
-def spec(doc: str, *, gt: float | None = None, ge: float | None = None,
-         le: float | None = None, lt: float | None = None, default: Any = dataclasses.MISSING) -> Any:
-    """A dataclass field with a range; required unless it has a default. `doc` is shown in error messages."""
-    return field(default=default, metadata={"doc": doc, "gt": gt, "ge": ge, "le": le, "lt": lt})
+def spec(doc: str, *, gt: float | None = None, ge: float | None = None, le: float | None = None,
+         lt: float | None = None, default: Any = dataclasses.MISSING, ablation: bool = False) -> Any:
+    """A dataclass field with a range; required unless it has a default. `doc` is shown in error messages.
+
+    An `ablation` switch has the paper's setting as its default, may be left out of params.yaml, and
+    is keyword-only (so a base class can gain one without reordering its subclasses' fields).
+    """
+    if ablation and default is dataclasses.MISSING:
+        raise TypeError("an ablation switch needs a default: the paper's setting")
+    return field(default=default, kw_only=ablation or dataclasses.MISSING,
+                 metadata={"doc": doc, "gt": gt, "ge": ge, "le": le, "lt": lt, "ablation": ablation})
+
+
+def identity(obj: Any) -> dict[str, Any]:
+    """`dataclasses.asdict(obj)` without the ablation switches left at their default: what a params
+    hash covers, so adding a switch keeps the runs made before it valid (they used the default)."""
+    return {f.name: getattr(obj, f.name) if not dataclasses.is_dataclass(getattr(obj, f.name))
+            else identity(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+            if not (f.metadata.get("ablation") and getattr(obj, f.name) == f.default)}
 
 
 def closest(key: str, allowed: typing.Iterable[str]) -> str:

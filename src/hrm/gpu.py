@@ -135,9 +135,11 @@ class GpuMonitor:
         return facts
 
 
-def autocast(device: torch.device, precision: str) -> torch.autocast:
-    """bf16 autocast on CUDA when asked; a disabled context elsewhere (CPU runs stay fp32)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and precision == "bf16")
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host -> device without a host sync: through pinned memory, asynchronously, on CUDA."""
+    if device.type != "cuda":
+        return t
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 def synchronize(device: torch.device) -> None:

@@ -30,6 +30,9 @@ PLOT_DATA = RUN_DIR + "/{plot}.csv"             # data series `evaluate` writes 
 TABLE = "{root}/tables/{table}.{ext}"
 AUDIT = "{root}/README.md"                       # the reader's audit page (hrm.audit)
 
+# Benchmarks kept as measurements (`hrm bench ... --save`): JSON with provenance, and figures. Committed.
+BENCH = "results/bench/{name}.{ext}"
+
 # Logs of Snakemake jobs (DVC prints to the terminal). They carry the rule's wildcards.
 DATA_LOG = "logs/{verb}/{dataset}.log"
 RUN_LOG = RUN_DIR + "/{verb}.log"
@@ -41,6 +44,10 @@ FIGURES = ("loss", "accuracy", "confusion", "errors")
 PUZZLE_FIGURES = ("loss", "accuracy", "scaling", "boards")
 PLOT_DATA_FILES = ("test_predictions",)         # image runs: true and predicted label per test example
 PUZZLE_PLOT_DATA_FILES = ("segments", "pass_at_k")   # puzzle runs: scores per segment count and per K
+
+
+def bench_file(name: str, ext: str = "json") -> Path:
+    return Path(BENCH.format(name=name, ext=ext))
 
 
 def audit_file(group: str) -> Path:

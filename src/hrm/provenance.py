@@ -18,10 +18,16 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip()
 
 
+# What the pipeline itself writes while it runs: DVC's lock file and the results. A change there
+# does not change what runs (a `dvc repro` rewrites dvc.lock after each stage, before the next).
+RECORDS = ("dvc.lock", "results")
+
+
 def git_commit() -> dict[str, Any]:
     commit = _git("rev-parse", "HEAD")
-    # Untracked files do not change what ran; modified tracked files do.
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    # Untracked files do not change what ran; modified tracked files (code, params) do.
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                  *(f":(exclude){path}" for path in RECORDS))
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 

@@ -19,9 +19,10 @@ from hrm.config import Params
 from hrm.data import build as built
 from hrm.evaluate import figures
 from hrm.evaluate.image_pass import Normalizer, predict
-from hrm.gpu import autocast, resolve_device
+from hrm.gpu import resolve_device
 from hrm.models.registry import build_model
 from hrm.progress import Progress
+from hrm.speed import autocast, set_precision
 
 log = logging.getLogger("hrm")
 MISCLASSIFIED_KEPT = 32   # the study's error grid shows 32 images
@@ -37,6 +38,7 @@ def load_model(params: Params, name: str, seed: int, device: torch.device) -> to
     model = checkpoint.load_model_file(paths.model_file(exp.group, name, seed),
                                        build_model(exp.model, studies.shape(exp.dataset)),
                                        f"hrm train {name} --seed {seed}")
+    set_precision(model, device, params.runtime.precision)
     return model.to(device)
 
 

@@ -24,9 +24,10 @@ from hrm.data.puzzles import stream
 from hrm.evaluate import boards, figures
 from hrm.evaluate.puzzle_pass import predict_segments, score_puzzles
 from hrm.evaluate.voting import HEADLINE_K, Votes, arc_scores, submission
-from hrm.gpu import autocast, resolve_device
+from hrm.gpu import resolve_device
 from hrm.models.registry import build_model
 from hrm.progress import Progress
+from hrm.speed import autocast, set_precision
 
 log = logging.getLogger("hrm")
 FAILED_KEPT = 32
@@ -37,6 +38,7 @@ def load_model(params: Params, name: str, seed: int, data: stream.PuzzleData, de
     model = checkpoint.load_model_file(paths.model_file(exp.group, name, seed),
                                        build_model(exp.model, studies.shape(exp.dataset, data.num_ids)),
                                        f"hrm train {name} --seed {seed}")
+    set_precision(model, device, params.runtime.precision)
     return model.to(device)
 
 

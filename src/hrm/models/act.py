@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from hrm.gpu import to_device
 from hrm.models.hrm import Carry, Output, PuzzleHRM
 
 
@@ -60,8 +61,9 @@ def act_step(model: PuzzleHRM, state: ActState, inputs: torch.Tensor, labels: to
         halted = is_last
         if model.training and c.halt_max_steps > 1:
             halted = halted | (out.q_halt > out.q_continue)
-            explore = torch.rand(steps.shape, generator=generator, device="cpu").to(steps.device) < c.halt_exploration
-            floor = torch.randint(2, c.halt_max_steps + 1, steps.shape, generator=generator).to(steps.device)
+            # Drawn on the CPU generator (checkpointed, the same on every device), copied without a sync.
+            explore = to_device(torch.rand(steps.shape, generator=generator), steps.device) < c.halt_exploration
+            floor = to_device(torch.randint(2, c.halt_max_steps + 1, steps.shape, generator=generator), steps.device)
             halted = halted & (steps >= explore * floor)
             nxt = model.segment(out.carry, data[0], data[2])
             target = torch.sigmoid(torch.where(is_last, nxt.q_halt, torch.maximum(nxt.q_halt, nxt.q_continue)))

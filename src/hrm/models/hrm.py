@@ -2,11 +2,16 @@
 
 Per segment: a no-grad loop of N*T - 1 low steps (a high step after every T-th), then exactly one
 low and one high update with gradient (the one-step gradient). The carry is detached between
-segments and starts from fixed random states that are buffers, not parameters.
+segments and starts from fixed random states that are buffers, not parameters. With
+`gradient: bptt` (an ablation) all N*T updates are differentiated instead.
+
+`carry_dtype` (set by `hrm.speed.set_precision`) is None for a carry in the inputs' dtype (fp32),
+or bf16 for the HRM authors' numerics, where the initial states and the injection are cast too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -44,6 +49,10 @@ class Output:
     puzzle_rows: PuzzleRows | None = None   # puzzle training only: for the sign-SGD update
 
 
+def _cast(carry: Carry, dtype: torch.dtype | None) -> Carry:
+    return carry if dtype is None else Carry(carry.z_h.to(dtype), carry.z_l.to(dtype))
+
+
 class Reasoner(nn.Module):
     """f_L and f_H with input injection by addition: L on z_L + z_H + x, H on z_H + z_L."""
 
@@ -59,12 +68,13 @@ class Reasoner(nn.Module):
     def forward(self, carry: Carry, x: torch.Tensor) -> Carry:
         z_h, z_l = carry.z_h, carry.z_l
         n, t = self.c.high_cycles, self.c.low_steps
-        with torch.no_grad():
+        with torch.no_grad() if self.c.gradient == "one-step" else contextlib.nullcontext():
             for i in range(n * t - 1):
                 z_l = self.f_l(z_l, z_h + x, self.rotary)
                 if (i + 1) % t == 0:
                     z_h = self.f_h(z_h, z_l, self.rotary)
         # One-step gradient: only these two updates are differentiated (DEQ-style approximation).
+        # Under bptt the loop above was differentiated too and these are simply the last two steps.
         z_l = self.f_l(z_l, z_h + x, self.rotary)
         z_h = self.f_h(z_h, z_l, self.rotary)
         return Carry(z_h, z_l)
@@ -101,6 +111,7 @@ class ImageHRM(nn.Module):
         self.head = nn.Linear(c.hidden, data.classes, bias=False)
         self.register_buffer("z0_h", torch.zeros(1, self.seq_len, c.hidden))
         self.register_buffer("z0_l", torch.zeros(1, self.seq_len, c.hidden))
+        self.carry_dtype: torch.dtype | None = None
 
     def init_weights(self, generator: torch.Generator) -> None:
         init_linears(self, generator)
@@ -111,7 +122,7 @@ class ImageHRM(nn.Module):
             nn.init.trunc_normal_(z, 0.0, 1.0, -2.0, 2.0, generator=generator)
 
     def initial_carry(self, batch: int) -> Carry:
-        return Carry(self.z0_h.expand(batch, -1, -1), self.z0_l.expand(batch, -1, -1))
+        return _cast(Carry(self.z0_h.expand(batch, -1, -1), self.z0_l.expand(batch, -1, -1)), self.carry_dtype)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         b, ch, h, w = images.shape
@@ -119,7 +130,8 @@ class ImageHRM(nn.Module):
         # (B, C, H, W) -> (B, gh*gw, P*P*C), flattened (row, col, channel) as the Flax code's NHWC.
         patches = images.permute(0, 2, 3, 1).reshape(b, h // p, p, w // p, p, ch)
         patches = patches.permute(0, 1, 3, 2, 4, 5).reshape(b, (h // p) * (w // p), p * p * ch)
-        return torch.cat([self.cls.expand(b, -1, -1), self.patch_embed(patches)], dim=1)   # (B, S, D)
+        x = torch.cat([self.cls.expand(b, -1, -1), self.patch_embed(patches)], dim=1)   # (B, S, D)
+        return x if self.carry_dtype is None else x.to(self.carry_dtype)
 
     def segment(self, carry: Carry, images: torch.Tensor) -> Output:
         carry = self.reasoner(carry, self.embed(images))
@@ -168,6 +180,7 @@ class PuzzleHRM(nn.Module):
         self.q_head = nn.Linear(c.hidden, 2, bias=True)
         self.register_buffer("z0_h", torch.zeros(c.hidden))
         self.register_buffer("z0_l", torch.zeros(c.hidden))
+        self.carry_dtype: torch.dtype | None = None
 
     def init_weights(self, generator: torch.Generator) -> None:
         init_linears(self, generator)
@@ -180,12 +193,13 @@ class PuzzleHRM(nn.Module):
 
     def initial_carry(self, batch: int, seq_len: int) -> Carry:
         shape = (batch, seq_len + 1, self.c.hidden)
-        return Carry(self.z0_h.expand(shape), self.z0_l.expand(shape))
+        return _cast(Carry(self.z0_h.expand(shape), self.z0_l.expand(shape)), self.carry_dtype)
 
     def embed(self, inputs: torch.Tensor, puzzle_ids: torch.Tensor) -> tuple[torch.Tensor, PuzzleRows | None]:
         rows, touched = self.puzzle(puzzle_ids)
         prefix = rows.unsqueeze(1).to(self.tokens.weight.dtype)                            # (B, 1, D)
-        return self.embed_scale * torch.cat([prefix, self.tokens(inputs)], dim=1), touched  # (B, 1 + S, D)
+        x = self.embed_scale * torch.cat([prefix, self.tokens(inputs)], dim=1)             # (B, 1 + S, D)
+        return (x if self.carry_dtype is None else x.to(self.carry_dtype)), touched
 
     def segment(self, carry: Carry, inputs: torch.Tensor, puzzle_ids: torch.Tensor) -> Output:
         x, touched = self.embed(inputs, puzzle_ids)

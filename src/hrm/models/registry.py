@@ -73,6 +73,9 @@ class HRMCore(BlockConfig):
     high_layers: int = spec("blocks in f_H", ge=1)
     high_cycles: int = spec("N, high-level cycles per segment", ge=1)
     low_steps: int = spec("T, low-level steps per high cycle", ge=1)
+    gradient: Literal["one-step", "bptt"] = spec(
+        "one-step: only the last f_L and f_H updates of a segment are differentiated (the paper); bptt: "
+        "backpropagation through all N*T steps (the memory ablation)", default="one-step", ablation=True)
 
     @property
     def layers(self) -> int:

@@ -27,11 +27,11 @@ from hrm.config import Experiment, ImageRecipe, Params
 from hrm.data import build as built
 from hrm.errors import NumericalError
 from hrm.evaluate.image_pass import Normalizer, predict
-from hrm.gpu import autocast, synchronize
-from hrm.models.layers import Stack
+from hrm.gpu import synchronize
 from hrm.models.registry import build_model, count_params
 from hrm.optim import adamw, lr_at, set_lr
 from hrm.progress import Progress
+from hrm.speed import autocast, compile_model, mark_step, set_precision
 from hrm.train.run import Run
 
 log = logging.getLogger("hrm")
@@ -119,13 +119,6 @@ def make_schedule(exp: Experiment, steps_per_epoch: int) -> Schedule:
     return Schedule(exp.recipe, total, round(exp.recipe.warmup_epochs * steps_per_epoch * per_batch))
 
 
-def compile_model(model: torch.nn.Module) -> None:
-    """Compile the transformer stacks (the HRM's hot loop) or, for other models, the whole forward."""
-    stacks = [m for m in model.modules() if isinstance(m, Stack)]
-    for m in stacks or [model]:
-        m.compile()
-
-
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     """The author code's shuffle: numpy default_rng(seed + epoch) permutation, epochs counted from 1."""
     return np.random.default_rng(seed + epoch).permutation(n)
@@ -148,12 +141,13 @@ class ImageRun(Run):
         self.model = build_model(exp.model, self.shape)
         self.model.init_weights(torch.Generator().manual_seed(seed))
         self.model.to(self.device)
+        set_precision(self.model, self.device, self.runtime.precision)
         r = self.recipe
-        self.optimizer = adamw(list(self.model.parameters()), r.lr, r.betas, r.eps, r.weight_decay)
+        self.optimizer = adamw(list(self.model.parameters()), r.lr, r.betas, r.eps, r.weight_decay,
+                               self.runtime.optimizer)
         self.steps_per_epoch = math.ceil(len(self.x_train) / self.recipe.batch_size)
         self.step_fn = BATCH_STEPS[exp.model.kind]
-        if self.runtime.compile and self.device.type == "cuda":
-            compile_model(self.model)
+        compile_model(self.model, self.runtime, self.device)
         # A NaN check is a host sync: every batch on the CPU (free), every log interval on a GPU.
         self.check_every = 1 if self.device.type == "cpu" else self.runtime.log_every_steps
 
@@ -183,9 +177,7 @@ class ImageRun(Run):
                       "batches") as bar:
             bar.skip(start)
             for i in range(start, n_batches):
-                idx = order[i * bs:(i + 1) * bs]
-                loss, hits = self.step_fn(self.model, self.normalize(self.x_train[idx]), self.y_train[idx],
-                                          self.optimizer, self.ctx)
+                loss, hits = self.train_batch(order[i * bs:(i + 1) * bs])
                 losses[i], correct = loss, correct + hits
                 if (i + 1) % self.check_every == 0 or i + 1 == n_batches or self.stop.received:
                     self.check_finite(losses, checked, i + 1, epoch)
@@ -202,6 +194,11 @@ class ImageRun(Run):
         synchronize(self.device)
         self.state.step_losses += losses[start:].cpu().tolist()
         return losses, correct, time.perf_counter() - t0
+
+    def train_batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch (the rows `idx` of the training set): (mean loss, correct predictions), on the device."""
+        mark_step(self.runtime, self.device)
+        return self.step_fn(self.model, self.normalize(self.x_train[idx]), self.y_train[idx], self.optimizer, self.ctx)
 
     def check_finite(self, losses: torch.Tensor, lo: int, hi: int, epoch: int) -> None:
         """Stop on the first NaN/Inf loss in losses[lo:hi], before anything is checkpointed."""

@@ -26,13 +26,13 @@ from hrm.config import Experiment, Params, PuzzleRecipe
 from hrm.data.puzzles import stream
 from hrm.errors import HrmError, NumericalError
 from hrm.evaluate.puzzle_pass import score_puzzles
-from hrm.gpu import autocast
 from hrm.losses import act_loss
 from hrm.models.act import ActState, act_step, initial_state
 from hrm.models.hrm import Carry
 from hrm.models.registry import build_model, count_params
 from hrm.optim import AdamAtan2, set_lr, sign_sgd_rows
 from hrm.progress import Progress
+from hrm.speed import autocast, compile_model, cuda_graphs, mark_step, set_precision
 from hrm.train.run import Run
 
 log = logging.getLogger("hrm")
@@ -53,8 +53,13 @@ class PuzzleRun(Run):
         self.model = build_model(exp.model, self.shape)
         self.model.init_weights(torch.Generator().manual_seed(seed))
         self.model.to(self.device)
+        set_precision(self.model, self.device, self.runtime.precision)
         r = self.recipe
-        self.optimizer = AdamAtan2(list(self.model.parameters()), r.lr, r.betas, r.weight_decay)
+        self.optimizer = AdamAtan2(list(self.model.parameters()), r.lr, r.betas, r.weight_decay, self.runtime.optimizer)
+        compile_model(self.model, self.runtime, self.device)
+        self.own_carry = cuda_graphs(self.runtime, self.device)
+        # The training set on the device (runtime.data_on_device): a batch is then a gather there.
+        self.resident = (stream.DeviceSplit(data.train, self.device) if self.runtime.data_on_device else None)
         self.total = stream.total_steps(data.train, r.epochs, r.batch_size)
         if self.total < 1:
             raise HrmError(f"{exp.name}: {r.epochs} epochs of {exp.dataset} give no full batch of {r.batch_size}; "
@@ -117,6 +122,8 @@ class PuzzleRun(Run):
             self.act = initial_state(self.model, x, y, pid)
         with self.autocast:
             self.act, out = act_step(self.model, self.act, x, y, pid, self.gen)
+        if self.own_carry:      # CUDA graphs reuse their output memory at the next step: keep a copy
+            self.act.carry = Carry(self.act.carry.z_h.clone(), self.act.carry.z_l.clone())
         losses = act_loss(out.out.logits, self.act.labels, out.out.q_halt, out.out.q_continue, out.target_q_continue)
         self.update(losses.total, len(x), out.out.puzzle_rows)
         halted = self.act.halted
@@ -150,18 +157,7 @@ class PuzzleRun(Run):
     def one_batch(self, bar: Progress) -> None:
         """Train on the next batch; flush, log, evaluate and checkpoint when due."""
         s = self.state
-        idx = self.stream.next()
-        x, y, pid = stream.tensors(self.data.train, idx, self.stream.puzzle_of, self.device)
-        if self.recipe.scheme == "carry":
-            row = self.segment(x, y, pid)
-        else:
-            self.act = None
-            for _ in range(self.exp.model.halt_max_steps):
-                row = self.segment(x, y, pid)
-                if bool(self.act.halted.all()):
-                    break
-            self.act = None                               # the next batch starts fresh
-        self.pending.append(row)
+        self.pending.append(self.train_batch(self.stream.next()))
         s.epoch, s.offset = self.stream.epoch - 1, self.stream.offset
         done, evaluate = self.batches_done, self.finished() or self.batches_done % self.eval_every == 0
         if done % self.check_every == 0 or evaluate or self.stop.received:
@@ -174,6 +170,23 @@ class PuzzleRun(Run):
         if self.stop.received:
             self.save()
             raise self.stopped(f"at update {s.step}")
+
+    def train_batch(self, idx: np.ndarray) -> torch.Tensor:
+        """Train on the examples `idx` as the recipe's scheme says; the last segment's loss row (device)."""
+        mark_step(self.runtime, self.device)
+        if self.resident is not None:
+            x, y, pid = self.resident.tensors(idx)
+        else:
+            x, y, pid = stream.tensors(self.data.train, idx, self.stream.puzzle_of, self.device)
+        if self.recipe.scheme == "carry":
+            return self.segment(x, y, pid)
+        self.act = None
+        for _ in range(self.exp.model.halt_max_steps):
+            row = self.segment(x, y, pid)
+            if bool(self.act.halted.all()):               # a host sync, inherent to this scheme
+                break
+        self.act = None                                   # the next batch starts fresh
+        return row
 
     def evaluate_now(self) -> None:
         """Exact accuracy of the test set at M_max (no voting), a history row, a checkpoint."""

@@ -18,6 +18,7 @@ import torch
 from hrm import paths
 from hrm.data.puzzles.layout import AUGMENTATIONS, PuzzleSplit, load_split, read_build_info
 from hrm.errors import DataError
+from hrm.gpu import to_device
 from hrm.losses import IGNORE_LABEL
 
 
@@ -109,6 +110,24 @@ def tensors(split: PuzzleSplit, idx: np.ndarray, puzzle_of: np.ndarray, device: 
         y = torch.where(y == split.meta.ignore_label_id, IGNORE_LABEL, y)
     pid = torch.from_numpy(split.puzzle_identifiers[puzzle_of[idx]].astype(np.int64))
     return x.to(device), y.to(device), pid.to(device)
+
+
+class DeviceSplit:
+    """A training split resident on the device: `tensors(idx)` gathers there what `tensors` reads on the
+    host and copies (runtime.data_on_device). Stored as on disk (small ints); widened per batch."""
+
+    def __init__(self, split: PuzzleSplit, device: torch.device) -> None:
+        self.device, self.ignore = device, split.meta.ignore_label_id
+        self.inputs = torch.from_numpy(np.asarray(split.inputs)).to(device)
+        self.labels = torch.from_numpy(np.asarray(split.labels)).to(device)
+        self.puzzle_ids = torch.from_numpy(split.puzzle_identifiers[example_puzzles(split)]).to(device)
+
+    def tensors(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        i = to_device(torch.from_numpy(idx), self.device)       # the only copy: the batch's indices
+        x, y = self.inputs[i].long(), self.labels[i].long()
+        if self.ignore is not None:
+            y = torch.where(y == self.ignore, IGNORE_LABEL, y)
+        return x, y, self.puzzle_ids[i].long()
 
 
 def example_tasks(data: PuzzleData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

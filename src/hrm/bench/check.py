@@ -1,0 +1,194 @@
+"""`hrm bench gpu-check` (`make gpu-check`): the first thing to run on a GPU machine.
+
+1. A tiny model of every kind trains a few steps on the CPU in fp32 with every speed option off:
+   the reference. 2. The same steps run on CUDA with each speed option switched on alone (and in
+   fp32 with all off); every loss must match the reference within the tolerance of its precision.
+3. NVML must report memory, utilisation and energy. 4. Then the measurements of the speed issue:
+   `bench train` of the image study's models and of the 27M puzzle HRM at the Sudoku and ARC shapes,
+   and `bench memory`, saved under results/bench/. Exit 0 only if every comparison agrees.
+Needs only the package and MNIST (data/built/mnist, $HRM_DATA_DIR/mnist or ../shared/data/mnist).
+On a machine without CUDA it refuses; the tests run steps 1-2 with the CPU as both sides.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from hrm import paths
+from hrm.atomic import write_json
+from hrm.config import parse_params
+from hrm.data import build as built
+from hrm.data.formats import read_mnist
+from hrm.data.sources import DATASETS
+from hrm.errors import DataError, HrmError
+from hrm.gpu import GpuMonitor, synchronize
+
+STEPS = 4
+TOL = {"fp32": 5e-3, "bf16": 5e-2}      # relative, per loss; fp32 leaves room for TF32 convolutions
+OFF = {"device": "cpu", "precision": "fp32", "attention": "auto", "optimizer": "foreach", "compile": False,
+       "compile_mode": "default", "data_on_device": False}
+# Each speed option alone (name -> runtime keys changed from OFF); which exist on the CPU is marked.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "fp32": {}, "bf16": {"precision": "bf16"}, "bf16-pure": {"precision": "bf16-pure"},
+    "flash": {"precision": "bf16", "attention": "flash"}, "efficient": {"attention": "efficient"},
+    "math": {"attention": "math"}, "fused": {"optimizer": "fused"}, "loop": {"optimizer": "loop"},
+    "compile": {"compile": True}, "cuda-graphs": {"compile": True, "compile_mode": "reduce-overhead"},
+    "data-on-device": {"data_on_device": True},
+}
+CPU_VARIANTS = ("fp32", "flash", "math", "fused", "loop", "compile", "data-on-device")
+
+_BLOCK = {"norm_eps": 1e-5, "rope_base": 10000, "hidden": 32, "heads": 2, "mlp_inner": 64}
+_IMAGE = {"mlp": "geglu", "norm_gain": True, "rope": "interleaved"}
+_PUZZLE = {"mlp": "swiglu", "norm_gain": False, "rope": "half"}
+MODELS = {   # tiny versions of every model kind
+    "cnn": {"kind": "cnn", "widths": [8, 16], "convs_per_stage": 1, "bn_momentum": 0.1, "bn_eps": 1e-5},
+    "hrm-image": {"kind": "hrm-image", **_BLOCK, **_IMAGE, "low_layers": 1, "high_layers": 1, "high_cycles": 2,
+                  "low_steps": 2, "patch": 7, "train_segments": 2, "eval_segments": 2},
+    "hrm-puzzle": {"kind": "hrm-puzzle", **_BLOCK, **_PUZZLE, "low_layers": 1, "high_layers": 1, "high_cycles": 2,
+                   "low_steps": 2, "halt_max_steps": 4, "halt_exploration": 0.1},
+    "transformer-puzzle": {"kind": "transformer-puzzle", **_BLOCK, **_PUZZLE, "layers": 2},
+}
+IMAGE_RECIPE = {"epochs": 1, "batch_size": 64, "eval_batch_size": 64, "lr": 1e-3, "weight_decay": 1e-4,
+                "betas": [0.9, 0.999], "eps": 1e-8, "grad_clip": 1.0, "warmup_epochs": 0, "lr_floor": 0.0,
+                "label_smoothing": 0.0, "train_acc": "pre_update"}
+PUZZLE_RECIPE = {"kind": "puzzle", "epochs": 10, "batch_size": 32, "eval_batch_size": 32, "eval_interval": 10,
+                 "lr": 1e-3, "puzzle_emb_lr": 1e-2, "weight_decay": 0.1, "puzzle_emb_weight_decay": 0.1,
+                 "betas": [0.9, 0.95], "warmup_steps": 0, "scheme": "carry", "eval_halt_steps": [4], "max_steps": 0}
+PUZZLE_SET = "sudoku-extreme-1k"      # its shape only: the puzzle data are random tokens
+
+
+def check_params(base: dict[str, Any], runtime: dict[str, Any]) -> Any:
+    """The params file with the tiny experiments (check-<kind>) and the given runtime keys."""
+    raw = copy.deepcopy(base)
+    raw["runtime"] |= runtime
+    raw["recipes"] |= {"check-image": IMAGE_RECIPE, "check-puzzle": PUZZLE_RECIPE}
+    raw["models"] |= {f"check-{k}": v for k, v in MODELS.items()}
+    raw["experiments"] = {f"check-{k}": {
+        "group": "demo", "model": f"check-{k}", "seeds": [0],
+        **({"dataset": "mnist", "recipe": "check-image", "mode": "faithful"} if k in ("cnn", "hrm-image")
+           else {"dataset": PUZZLE_SET, "recipe": "check-puzzle"})} for k in MODELS}
+    return parse_params(raw, Path("<gpu-check>"))
+
+
+def mnist(limit: int = 1024) -> built.ImageData:
+    """MNIST from the built set, else from the raw files in $HRM_DATA_DIR/mnist or ../shared/data/mnist."""
+    if (paths.built_dir("mnist") / "meta.json").exists():
+        return built.load("mnist")
+    for root in (os.environ.get("HRM_DATA_DIR"), "../shared/data"):
+        if root and (Path(root) / "mnist").is_dir():
+            s = read_mnist(Path(root) / "mnist")
+            mean, std = built.statistics(s.train_x, DATASETS["mnist"].norm, DATASETS["mnist"].pixel_max)
+            return built.ImageData(train_x=s.train_x[:limit], train_y=s.train_y[:limit], test_x=s.test_x[:256],
+                                   test_y=s.test_y[:256], label_names=s.label_names, mean=mean, std=std,
+                                   pixel_max=DATASETS["mnist"].pixel_max)
+    raise DataError("gpu-check: MNIST not found in data/built/mnist, $HRM_DATA_DIR/mnist or ../shared/data/mnist")
+
+
+def losses(params: Any, kind: str, data: Any, steps: int = STEPS) -> list[float]:
+    """The training losses of `steps` batches of the tiny `kind` model under `params.runtime`."""
+    from hrm.bench.train import batches, make_run
+    from hrm.speed import attention
+
+    exp = params.experiment(f"check-{kind}")
+    run = make_run(params, exp, 0, data)
+    run.setup()
+    feed = batches(run)
+    out = []
+    with attention(params.runtime.attention):
+        for _ in range(steps):
+            out.append(run.train_batch(next(feed))[0])    # image: (loss, hits); puzzle: the loss row
+    synchronize(run.device)
+    return [float(v) for v in out]
+
+
+def agree(reference: list[float], got: list[float], tol: float) -> bool:
+    return len(reference) == len(got) and all(
+        math.isfinite(g) and abs(g - r) <= tol * max(abs(r), 1e-3) for r, g in zip(reference, got))
+
+
+def compare(base: dict[str, Any], device: str, variants: tuple[str, ...], kinds: tuple[str, ...] = tuple(MODELS),
+            overrides: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """One row per (kind, variant): the reference losses (CPU, fp32, all off), the variant's, and whether
+    they agree. `overrides` adds named variants (the tests use it to show a wrong step is caught)."""
+    from hrm.bench.train import synthetic_puzzles
+
+    table = VARIANTS | (overrides or {})
+    data = {"image": mnist(), "puzzle": synthetic_puzzles(PUZZLE_SET, 256)}
+    rows = []
+    for kind in kinds:
+        d = data["image" if kind in ("cnn", "hrm-image") else "puzzle"]
+        reference = losses(check_params(base, OFF), kind, d)
+        for name in variants:
+            change = table[name]
+            runtime = OFF | {"device": device} | {k: v for k, v in change.items() if k != "recipe"}
+            params = check_params(base, runtime)
+            if "recipe" in change:     # a deliberately different computation (tests only)
+                params = _with_lr(params, kind, change["recipe"]["lr"])
+            got = losses(params, kind, d)
+            tol = TOL["bf16" if runtime["precision"] != "fp32" and device == "cuda" else "fp32"]
+            rows.append({"kind": kind, "variant": name, "device": device, "tolerance": tol,
+                         "reference": reference, "losses": got, "agree": agree(reference, got, tol)})
+    return rows
+
+
+def _with_lr(params: Any, kind: str, lr: float) -> Any:
+    exp = params.experiment(f"check-{kind}")
+    recipe = dataclasses.replace(exp.recipe, lr=lr)
+    return dataclasses.replace(params, experiments=params.experiments | {
+        exp.name: dataclasses.replace(params.experiments[exp.name], recipe=recipe)})
+
+
+def nvml_check() -> dict[str, Any]:
+    """A few seconds of matmuls under the monitor; every NVML field must come back."""
+    device = torch.device("cuda")
+    with GpuMonitor(device, 0.05) as mon:
+        a = torch.randn(4096, 4096, device=device)
+        for _ in range(200):
+            a = torch.tanh(a @ a)
+        synchronize(device)
+    facts = mon.facts()
+    fields = ("device_name", "nvml_peak_memory_used_mib", "nvml_mean_utilization_pct", "energy_joules")
+    return {"facts": facts, "agree": all(facts[f] is not None for f in fields)}
+
+
+# (experiment, batch): the ARC recipe's 768 is the global batch of the authors' 8 GPUs; one GPU takes 96.
+BENCH = (("mnist-hrm", None), ("cifar10-hrm", None), ("cifar10-cnn", None), ("sudoku-extreme-1k-hrm", None),
+         ("arc1-hrm", 96))
+
+
+def gpu_check(params_path: Path, steps: int = 20) -> int:
+    if not torch.cuda.is_available():
+        raise HrmError(f"gpu-check needs a CUDA device; torch {torch.__version__} sees none here "
+                       f"(CUDA build: {torch.version.cuda}). Run it on a GPU machine.")
+    from hrm.bench.memory import bench_memory
+    from hrm.bench.train import bench_train
+    from hrm.config import load_params
+
+    base = yaml.safe_load(params_path.read_text())
+    rows = compare(base, "cuda", tuple(VARIANTS))
+    for r in rows:
+        print(f"{'ok  ' if r['agree'] else 'FAIL'} {r['kind']:<19} {r['variant']:<15} "
+              f"ref {np.round(r['reference'], 5).tolist()} got {np.round(r['losses'], 5).tolist()}", flush=True)
+    nvml = nvml_check()
+    print(("ok  " if nvml["agree"] else "FAIL") + " nvml " + json.dumps(nvml["facts"]), flush=True)
+    write_json(paths.bench_file("gpu-check"), {"comparisons": rows, "nvml": nvml})
+    ok = all(r["agree"] for r in rows) and nvml["agree"]
+    params = load_params(params_path)
+    for name, batch in BENCH:
+        result = bench_train(params, name, steps=steps, save=True, batch=batch)
+        print(json.dumps({k: result[k] for k in ("experiment", "seconds_per_epoch", "tokens_per_second", "mfu")}),
+              flush=True)
+    for name in ("mnist-hrm", "sudoku-extreme-1k-hrm"):
+        bench_memory(params, name, batch=128, save=True)   # BPTT at depth 32 and batch 768 would not fit
+    print("gpu-check: " + ("all agree" if ok else "DISAGREEMENT (see above)"))
+    return 0 if ok else 1

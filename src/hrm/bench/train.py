@@ -1,0 +1,158 @@
+"""`hrm bench train EXPERIMENT`: time N warm steps of an experiment's real training step.
+
+The step is the trainer's own (`ImageRun.train_batch`, `PuzzleRun.train_batch`), with the model,
+optimizer, precision and speed options a run would use; nothing is written. Data: the built data
+set when it is there, otherwise random data of the same shape (e.g. CIFAR before its download),
+which is what the timing needs. One JSON object comes out; the FLOPs come from `hrm.flops`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import resource
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from hrm import flops, paths, provenance, studies
+from hrm.atomic import write_json
+from hrm.config import Experiment, Params
+from hrm.data import build as built
+from hrm.data.puzzles import stream
+from hrm.data.puzzles.layout import Metadata, PuzzleSplit
+from hrm.gpu import GpuMonitor, synchronize
+from hrm.speed import attention
+
+# Dense bf16 matmul peaks, TFLOP/s, by a substring of the device name. H100/H200: REFERENCE IV
+# (~800, measured ~790 on this workplace's machines, below the 989 of the datasheet); A100: datasheet.
+PEAK_TFLOPS = {"H200": 800.0, "H100": 800.0, "A100": 312.0}
+
+
+def peak_tflops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_TFLOPS.items() if key in name), None)
+
+
+def synthetic_images(dataset: str, seed: int = 0) -> built.ImageData:
+    """Random uint8 images and labels with the data set's shape and size (test set: one batch's worth)."""
+    spec = studies.of_dataset(dataset).datasets[dataset]
+    rng = np.random.default_rng(seed)
+    c = spec.image_shape[0]
+
+    def split(n: int) -> tuple[np.ndarray, np.ndarray]:
+        return (rng.integers(0, spec.pixel_max + 1, (n, *spec.image_shape), dtype=np.uint8),
+                rng.integers(0, spec.classes, n).astype(np.int64))
+
+    (tx, ty), (vx, vy) = split(spec.train_size), split(256)
+    return built.ImageData(train_x=tx, train_y=ty, test_x=vx, test_y=vy, mean=np.full(c, 0.5, np.float32),
+                           std=np.full(c, 0.25, np.float32), pixel_max=spec.pixel_max,
+                           label_names=tuple(str(i) for i in range(spec.classes)))
+
+
+def synthetic_puzzles(dataset: str, examples: int, seed: int = 0) -> stream.PuzzleData:
+    """Random token sequences of the data set's length and vocabulary, one example per puzzle and group."""
+    spec = studies.of_dataset(dataset).datasets[dataset]
+    rng = np.random.default_rng(seed)
+    meta = Metadata(seq_len=spec.seq_len, vocab_size=spec.classes, pad_id=0, ignore_label_id=0, blank_identifier_id=0,
+                    num_puzzle_identifiers=examples + 1, total_groups=examples, mean_puzzle_examples=1.0,
+                    total_puzzles=examples, total_examples=examples)
+    counts = np.arange(examples + 1, dtype=np.int32)
+    split = PuzzleSplit(rng.integers(1, spec.classes, (examples, spec.seq_len), dtype=np.uint8),
+                        rng.integers(1, spec.classes, (examples, spec.seq_len), dtype=np.uint8),
+                        counts[1:], counts, counts, meta)
+    return stream.PuzzleData(dataset, split, split, {}, None, None)
+
+
+def load_data(exp: Experiment, synthetic: bool) -> tuple[Any, bool]:
+    """The built data set if it is there (and not `synthetic`), else random data of its shape; and which."""
+    image = exp.study.name == "image"
+    real = not synthetic and (paths.built_dir(exp.dataset) / ("meta.json" if image else "train")).exists()
+    if image:
+        return (built.load(exp.dataset) if real else synthetic_images(exp.dataset)), real
+    return (stream.load(exp.dataset) if real else synthetic_puzzles(exp.dataset, 4 * exp.recipe.batch_size)), real
+
+
+def make_run(params: Params, exp: Experiment, seed: int, data: Any) -> Any:
+    """The study's training run object, as `hrm train` builds it, without its lock or files."""
+    if exp.study.name == "image":
+        from hrm.train.image import ImageRun
+
+        return ImageRun(params, exp, seed, data)
+    from hrm.train.puzzle import PuzzleRun
+
+    return PuzzleRun(params, exp, seed, data)
+
+
+def batches(run: Any) -> Any:
+    """Endless training batches in the trainer's own order."""
+    if hasattr(run, "stream"):
+        while True:
+            yield run.stream.next()
+    from hrm.train.image import epoch_order
+
+    bs, epoch = run.recipe.batch_size, 1
+    while True:
+        order = torch.from_numpy(epoch_order(len(run.x_train), run.seed, epoch)).to(run.device)
+        for i in range(run.steps_per_epoch):
+            yield order[i * bs:(i + 1) * bs]
+        epoch += 1
+
+
+def bench_train(params: Params, name: str, steps: int = 20, warmup: int = 3, synthetic: bool = False,
+                save: bool = False, batch: int | None = None) -> dict:
+    """The measurements as one JSON-ready dict; `save` also writes results/bench/train-NAME-{cpu,cuda}.json.
+    `batch` replaces the recipe's (e.g. one GPU's share of a multi-GPU recipe)."""
+    exp = params.experiment(name)
+    stem = f"train-{name}" + ("" if batch is None else f"-batch{batch}")
+    if batch is not None:
+        exp = dataclasses.replace(exp, recipe=dataclasses.replace(exp.recipe, batch_size=batch))
+    seed = exp.seeds[0]
+    data, real = load_data(exp, synthetic)
+    run = make_run(params, exp, seed, data)
+    run.setup()
+    device, runtime, batch = run.device, params.runtime, exp.recipe.batch_size
+    feed = batches(run)
+    with attention(runtime.attention):
+        for _ in range(warmup):                  # compilation, autotuning, allocator warm-up
+            run.train_batch(next(feed))
+        synchronize(device)
+        with GpuMonitor(device, runtime.nvml_interval_s) as monitor:
+            start = time.perf_counter()
+            for _ in range(steps):
+                run.train_batch(next(feed))
+            synchronize(device)
+            seconds = (time.perf_counter() - start) / steps
+    gpu = monitor.facts()
+    shape = run.shape
+    step_flops = flops.train_step(exp.model, shape, batch, getattr(getattr(run, "ctx", None), "post_update_acc", False))
+    per_epoch = run.steps_per_epoch if hasattr(run, "steps_per_epoch") else (run.batches_per_epoch if real else None)
+    peak = peak_tflops(device)
+    tflops = step_flops / seconds / 1e12
+    energy = gpu["energy_joules"]
+    tokens = batch * ((shape.seq_len + 1) if shape.seq_len else getattr(run.model, "seq_len", 1))
+    result = {
+        "experiment": name, "model": exp.model_name, "mode": exp.mode, "batch_size": batch,
+        "data": "built" if real else "synthetic (random, same shape)",
+        "step": "one training batch" + (f" ({exp.model.train_segments} optimizer updates)"
+                                        if hasattr(exp.model, "train_segments") else " (one optimizer update)"),
+        "steps": steps, "warmup_steps": warmup,
+        "seconds_per_step": seconds, "samples_per_second": batch / seconds, "tokens_per_second": tokens / seconds,
+        "steps_per_epoch": per_epoch, "seconds_per_epoch": per_epoch * seconds if per_epoch else None,
+        "flops_per_step": step_flops, "tflops": tflops, "peak_tflops": peak, "mfu": tflops / peak if peak else None,
+        "peak_memory_bytes": {
+            "torch_allocated": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
+            "nvml_used": gpu["nvml_peak_memory_used_mib"] * 2**20 if gpu["nvml_peak_memory_used_mib"] else None,
+            "process_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024},
+        "energy_joules_per_epoch": energy / steps * per_epoch if energy is not None and per_epoch else None,
+        "device": gpu["device_name"] or f"cpu ({torch.get_num_threads()} threads)",
+        "runtime": {k: getattr(runtime, k) for k in ("precision", "attention", "optimizer", "compile", "compile_mode",
+                                                      "data_on_device")},
+        "provenance": provenance.record(exp.params_hash(), gpu["device_name"]),
+    }
+    if save:
+        write_json(paths.bench_file(f"{stem}-{device.type}"), result)
+    return result

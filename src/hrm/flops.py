@@ -1,0 +1,90 @@
+"""Analytic FLOPs of one optimizer step, per model kind: what `hrm bench train` divides by time.
+
+Only matmul-class work is counted (linear layers, attention's two products, convolutions), the
+usual convention for model FLOPs utilisation; norms, activations, RoPE, softmax and the optimizer
+are elementwise and left out. The rules:
+
+* a linear map of n rows from k to m features costs 2nkm forward; backward costs 2nkm for the
+  weight gradient plus 2nkm for the input gradient, which is skipped where the input needs none
+  (the first layer fed with data: the patch embedding, the CNN's first convolution);
+* attention over S tokens costs 2 * 2 * S * D per token forward (Q K^T and the weighted sum of V)
+  and twice that backward;
+* a 3x3 "same" convolution costs 2 * 9 * C_in * C_out per output pixel.
+
+An HRM segment runs N*T low-level calls and N high-level ones; with the one-step gradient only
+the last of each is differentiated, with `gradient: bptt` all of them. A training step is:
+image HRM: `train_segments` segments, each forward and backward (plus, in faithful mode with
+`train_acc: post_update`, one forward of `eval_segments` segments); puzzle HRM: one segment forward
+and backward plus the no-grad segment that computes the Q-learning target (M_max > 1); CNN: one
+forward and backward. tests/test_flops.py checks every formula against torch's FlopCounterMode.
+No torch here.
+"""
+
+from __future__ import annotations
+
+from hrm.models.registry import BlockConfig, CNNConfig, HRMCore, ImageHRMConfig, ModelConfig, Shape
+
+
+def block_forward(c: BlockConfig, batch: int, seq: int) -> int:
+    """One transformer block on `batch` sequences of `seq` tokens."""
+    n, d, inner = batch * seq, c.hidden, c.mlp_inner
+    return 2 * n * (4 * d * d + 3 * d * inner) + 2 * 2 * n * seq * d
+
+
+def reasoner(c: HRMCore, batch: int, seq: int) -> tuple[int, int]:
+    """(forward, backward) FLOPs of one HRM segment's recurrence."""
+    low, high = c.low_layers * block_forward(c, batch, seq), c.high_layers * block_forward(c, batch, seq)
+    n_low, n_high = c.high_cycles * c.low_steps, c.high_cycles
+    forward = n_low * low + n_high * high
+    graded = forward if c.gradient == "bptt" else low + high
+    return forward, 2 * graded
+
+
+def image_hrm_step(c: ImageHRMConfig, data: Shape, batch: int, post_update_acc: bool) -> int:
+    assert data.image_shape is not None
+    ch, h, w = data.image_shape
+    patches = (h // c.patch) * (w // c.patch)
+    embed = 2 * batch * patches * c.patch * c.patch * ch * c.hidden
+    head = 2 * batch * c.hidden * data.classes
+    fwd, bwd = reasoner(c, batch, patches + 1)
+    segment_forward = embed + fwd + head
+    train = c.train_segments * (segment_forward + embed + bwd + 2 * head)   # embed: weight gradient only
+    return train + (c.eval_segments * segment_forward if post_update_acc else 0)
+
+
+def puzzle_step(c: ModelConfig, data: Shape, batch: int) -> int:
+    """One segment with its update (the optimizer step), plus the target pass where M_max > 1."""
+    assert isinstance(c, BlockConfig)
+    seq = data.seq_len + 1                       # the puzzle-id prefix token
+    heads = 2 * batch * data.seq_len * c.hidden * data.classes + 2 * batch * c.hidden * 2   # LM and Q heads
+    if isinstance(c, HRMCore):
+        fwd, bwd = reasoner(c, batch, seq)
+    else:                                        # the direct baseline: its stack once, all of it trained
+        fwd = c.layers * block_forward(c, batch, seq)   # type: ignore[attr-defined]
+        bwd = 2 * fwd
+    target = fwd + heads if getattr(c, "halt_max_steps", 1) > 1 else 0
+    return fwd + heads + bwd + 2 * heads + target
+
+
+def cnn_step(c: CNNConfig, data: Shape, batch: int) -> int:
+    assert data.image_shape is not None
+    c_in, h, w = data.image_shape
+    forward = backward = 0
+    for stage, width in enumerate(c.widths):
+        pixels = (h >> stage) * (w >> stage)
+        for _ in range(c.convs_per_stage):
+            conv = 2 * 9 * c_in * width * pixels * batch
+            forward += conv
+            backward += conv if forward == conv else 2 * conv   # the first conv: weight gradient only
+            c_in = width
+    head = 2 * batch * c_in * data.classes
+    return forward + head + backward + 2 * head
+
+
+def train_step(c: ModelConfig, data: Shape, batch: int, post_update_acc: bool = False) -> int:
+    """FLOPs of one optimizer step of `c` on a batch of `batch` examples (puzzles: one segment)."""
+    if isinstance(c, CNNConfig):
+        return cnn_step(c, data, batch)
+    if isinstance(c, ImageHRMConfig):
+        return image_hrm_step(c, data, batch, post_update_acc)
+    return puzzle_step(c, data, batch)
