@@ -24,12 +24,11 @@ import numpy as np
 import torch
 import yaml
 
-from hrm import paths
+from hrm import paths, studies
 from hrm.atomic import write_json
 from hrm.config import parse_params
 from hrm.data import build as built
 from hrm.data.formats import read_mnist
-from hrm.data.sources import DATASETS
 from hrm.errors import DataError, HrmError
 from hrm.gpu import GpuMonitor, synchronize
 
@@ -86,11 +85,11 @@ def mnist(limit: int = 1024) -> built.ImageData:
         return built.load("mnist")
     for root in (os.environ.get("HRM_DATA_DIR"), "../shared/data"):
         if root and (Path(root) / "mnist").is_dir():
-            s = read_mnist(Path(root) / "mnist")
-            mean, std = built.statistics(s.train_x, DATASETS["mnist"].norm, DATASETS["mnist"].pixel_max)
+            s, spec = read_mnist(Path(root) / "mnist"), studies.ALL_DATASETS["mnist"]
+            mean, std = built.statistics(s.train_x, spec.norm, spec.pixel_max)
             return built.ImageData(train_x=s.train_x[:limit], train_y=s.train_y[:limit], test_x=s.test_x[:256],
                                    test_y=s.test_y[:256], label_names=s.label_names, mean=mean, std=std,
-                                   pixel_max=DATASETS["mnist"].pixel_max)
+                                   pixel_max=spec.pixel_max)
     raise DataError("gpu-check: MNIST not found in data/built/mnist, $HRM_DATA_DIR/mnist or ../shared/data/mnist")
 
 

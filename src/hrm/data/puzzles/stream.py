@@ -118,8 +118,8 @@ class DeviceSplit:
 
     def __init__(self, split: PuzzleSplit, device: torch.device) -> None:
         self.device, self.ignore = device, split.meta.ignore_label_id
-        self.inputs = torch.from_numpy(np.asarray(split.inputs)).to(device)
-        self.labels = torch.from_numpy(np.asarray(split.labels)).to(device)
+        self.inputs = torch.from_numpy(np.array(split.inputs)).to(device)     # read whole, out of the memory map
+        self.labels = torch.from_numpy(np.array(split.labels)).to(device)
         self.puzzle_ids = torch.from_numpy(split.puzzle_identifiers[example_puzzles(split)]).to(device)
 
     def tensors(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
