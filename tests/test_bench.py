@@ -118,3 +118,17 @@ def test_bptt_changes_the_gradient_not_the_forward() -> None:
         grads[rule] = run.model.reasoner.f_l.blocks[0].mlp.up.weight.grad.clone()
     assert torch.equal(logits["one-step"], logits["bptt"])
     assert not torch.allclose(grads["one-step"], grads["bptt"])
+
+
+def test_replay_tells_whether_a_change_altered_training(project: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["download", "digits"]) == 0 and main(["build", "digits"]) == 0
+    assert main(["train", "digits-tiny", "--seed", "0"]) == 0
+    capsys.readouterr()
+    assert main(["bench", "replay", "digits-tiny", "--seed", "0", "--steps", "4"]) == 0
+    same = json.loads(capsys.readouterr().out)
+    assert same["same"] and same["batches"] == 4 and same["max_abs_difference"] == 0.0
+    raw = tiny_params()
+    raw["recipes"]["tiny"]["lr"] *= 2                     # a change that does alter training
+    write_params(project, raw)
+    assert main(["bench", "replay", "digits-tiny", "--seed", "0", "--steps", "4"]) == 1
+    assert json.loads(capsys.readouterr().out)["max_abs_difference"] > 0

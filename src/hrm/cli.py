@@ -79,6 +79,14 @@ def cmd_bench(params: Params, args: argparse.Namespace) -> int:
     if not args.experiment:
         raise ConfigError(f"bench {args.what}: name an experiment (one of: {', '.join(params.experiments)})")
     params.experiment(args.experiment)
+    if args.what == "replay":
+        from hrm.bench.train import replay
+
+        if args.seed is None:
+            raise ConfigError("bench replay: --seed is required (the finished run to compare with)")
+        result = replay(params, args.experiment, args.seed, args.steps)
+        print(json.dumps({k: v for k, v in result.items() if k not in ("replayed", "committed")}))
+        return 0 if result["same"] else 1
     if args.what == "memory":
         from hrm.bench.memory import bench_memory
 
@@ -163,10 +171,12 @@ def parser() -> argparse.ArgumentParser:
     sp = add("report", cmd_report, "write the paper-vs-reproduced tables of a group")
     sp.add_argument("group", choices=GROUPS)
     sp = add("bench", cmd_bench, "benchmarks that print measurements (JSON): build (the ARC build), train "
-             "(N warm steps of an experiment), memory (memory vs N*T), gpu-check (the GPU acceptance check)")
-    sp.add_argument("what", choices=["build", "train", "memory", "gpu-check"])
+             "(N warm steps of an experiment), replay (N steps against a finished run's losses), memory "
+             "(memory vs N*T), gpu-check (the GPU acceptance check)")
+    sp.add_argument("what", choices=["build", "train", "replay", "memory", "gpu-check"])
     sp.add_argument("experiment", nargs="?", help="train, memory: a key of the experiments section")
-    sp.add_argument("--steps", type=int, default=20, help="train, gpu-check: timed steps (default 20)")
+    sp.add_argument("--steps", type=int, default=20, help="train, gpu-check: timed steps; replay: batches (default 20)")
+    sp.add_argument("--seed", type=int, default=None, help="replay: the finished run (exit 1 if its losses differ)")
     sp.add_argument("--warmup", type=int, default=3, help="train: untimed steps first (default 3)")
     sp.add_argument("--synthetic", action="store_true", help="train: random data even if the set is built")
     sp.add_argument("--depths", default="4,8,16,32", help="memory: values of N*T (default 4,8,16,32)")

@@ -1,4 +1,5 @@
-"""`hrm bench train EXPERIMENT`: time N warm steps of an experiment's real training step.
+"""`hrm bench train EXPERIMENT`: time N warm steps of an experiment's real training step
+(and `hrm bench replay`: the same steps from scratch, checked against a finished run's losses).
 
 The step is the trainer's own (`ImageRun.train_batch`, `PuzzleRun.train_batch`), with the model,
 optimizer, precision and speed options a run would use; nothing is written. Data: the built data
@@ -22,6 +23,7 @@ from hrm.config import Experiment, Params
 from hrm.data import build as built
 from hrm.data.puzzles import stream
 from hrm.data.puzzles.layout import Metadata, PuzzleSplit
+from hrm.errors import DataError
 from hrm.gpu import GpuMonitor, synchronize
 from hrm.speed import attention
 
@@ -156,3 +158,27 @@ def bench_train(params: Params, name: str, steps: int = 20, warmup: int = 3, syn
     if save:
         write_json(paths.bench_file(f"{stem}-{device.type}"), result)
     return result
+
+
+def replay(params: Params, name: str, seed: int, steps: int) -> dict:
+    """Retrain the first `steps` batches of a finished run with the code and params here and compare
+    their losses with its steps.csv (6 decimals, as written): whether a change altered training,
+    i.e. whether `dvc commit` may keep the run or it must be retrained."""
+    import csv
+
+    exp = params.experiment(name)
+    path = paths.steps_file(exp.group, name, seed)
+    try:
+        with open(path, newline="") as fh:
+            committed = [float(r["loss"]) for r in csv.DictReader(fh)][:steps]
+    except (OSError, KeyError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable ({type(exc).__name__}: {exc}); train the run first") from None
+    data, _ = load_data(exp, synthetic=False)
+    run = make_run(params, exp, seed, data)
+    run.setup()
+    feed = batches(run)
+    with attention(params.runtime.attention):
+        got = [round(float(run.train_batch(next(feed))[0]), 6) for _ in committed]
+    diff = max((abs(a - b) for a, b in zip(got, committed)), default=0.0)
+    return {"experiment": name, "seed": seed, "batches": len(got), "max_abs_difference": diff,
+            "same": diff == 0.0, "replayed": got, "committed": committed}
