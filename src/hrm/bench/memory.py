@@ -108,7 +108,8 @@ def draw(result: dict[str, Any], path: Path) -> None:
     for rule, style in zip(RULES, ("o-", "s--")):
         rows = [r for r in result["rows"] if r["gradient"] == rule]
         ax.plot([r["depth"] for r in rows], [r[key] / 2**20 for r in rows], style, label=rule)
-    ax.set_xscale("log", base=2)
+    ax.set_xticks([r["depth"] for r in result["rows"] if r["gradient"] == RULES[0]])   # linear: BPTT is a line
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("recurrent steps per segment (N*T)")
     ax.set_ylabel("MiB " + ("(CUDA peak above the weights)" if key == "cuda_peak_bytes" else "saved for backward"))
     ax.set_title(f"{result['experiment']}, batch {result['batch']}, {result['device']}", fontsize=9)
