@@ -44,6 +44,9 @@ def test_the_comparison_catches_a_different_computation(base: dict) -> None:
     rows = check.compare(base, "cpu", ("fp32", "wrong-lr"), kinds=("hrm-image", "hrm-puzzle"),
                          overrides={"wrong-lr": {"recipe": {"lr": 3e-3}}})
     assert [r["agree"] for r in rows] == [True, False, True, False]
+    # An option that breaks (here: a kernel the CPU lacks) is a reported disagreement, not a crash.
+    broken = check.compare(base, "cpu", ("efficient",), kinds=("hrm-image",))
+    assert not broken[0]["agree"] and broken[0]["error"] and broken[0]["losses"] == []
 
 
 def test_gpu_check_refuses_clearly_without_cuda(capsys: pytest.CaptureFixture) -> None:

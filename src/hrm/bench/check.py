@@ -17,6 +17,7 @@ import dataclasses
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -133,10 +134,14 @@ def compare(base: dict[str, Any], device: str, variants: tuple[str, ...], kinds:
             params = check_params(base, runtime)
             if "recipe" in change:     # a deliberately different computation (tests only)
                 params = _with_lr(params, kind, change["recipe"]["lr"])
-            got = losses(params, kind, d)
+            error = None
+            try:
+                got = losses(params, kind, d)
+            except Exception as exc:   # a broken option is a disagreement to report, not the end of the check
+                got, error = [], f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             tol = TOL["bf16" if runtime["precision"] != "fp32" and device == "cuda" else "fp32"]
-            rows.append({"kind": kind, "variant": name, "device": device, "tolerance": tol,
-                         "reference": reference, "losses": got, "agree": agree(reference, got, tol)})
+            rows.append({"kind": kind, "variant": name, "device": device, "tolerance": tol, "reference": reference,
+                         "losses": got, "agree": error is None and agree(reference, got, tol), "error": error})
     return rows
 
 
@@ -174,20 +179,29 @@ def gpu_check(params_path: Path, steps: int = 20) -> int:
     from hrm.config import load_params
 
     base = yaml.safe_load(params_path.read_text())
+    seconds: dict[str, float] = {}          # per phase: is the whole check inside its 8-minute budget?
+    start = time.perf_counter()
     rows = compare(base, "cuda", tuple(VARIANTS))
+    seconds["compare"] = time.perf_counter() - start
     for r in rows:
         print(f"{'ok  ' if r['agree'] else 'FAIL'} {r['kind']:<19} {r['variant']:<15} "
-              f"ref {np.round(r['reference'], 5).tolist()} got {np.round(r['losses'], 5).tolist()}", flush=True)
+              f"ref {np.round(r['reference'], 5).tolist()} got {np.round(r['losses'], 5).tolist()}"
+              + (f" ({r['error']})" if r["error"] else ""), flush=True)
     nvml = nvml_check()
     print(("ok  " if nvml["agree"] else "FAIL") + " nvml " + json.dumps(nvml["facts"]), flush=True)
-    write_json(paths.bench_file("gpu-check"), {"comparisons": rows, "nvml": nvml})
     ok = all(r["agree"] for r in rows) and nvml["agree"]
     params = load_params(params_path)
     for name, batch in BENCH:
+        t0 = time.perf_counter()
         result = bench_train(params, name, steps=steps, save=True, batch=batch)
+        seconds[f"bench train {name}"] = time.perf_counter() - t0
         print(json.dumps({k: result[k] for k in ("experiment", "seconds_per_epoch", "tokens_per_second", "mfu")}),
               flush=True)
     for name in ("mnist-hrm", "sudoku-extreme-1k-hrm"):
+        t0 = time.perf_counter()
         bench_memory(params, name, batch=128, save=True)   # BPTT at depth 32 and batch 768 would not fit
-    print("gpu-check: " + ("all agree" if ok else "DISAGREEMENT (see above)"))
+        seconds[f"bench memory {name}"] = time.perf_counter() - t0
+    seconds["total"] = time.perf_counter() - start
+    write_json(paths.bench_file("gpu-check"), {"comparisons": rows, "nvml": nvml, "seconds": seconds, "ok": ok})
+    print(f"gpu-check: {'all agree' if ok else 'DISAGREEMENT (see above)'}; {seconds['total']:.0f} s")
     return 0 if ok else 1
