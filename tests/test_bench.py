@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -28,13 +27,6 @@ def _experiment(name: str) -> dict[str, Any]:
     return body
 
 
-def _variant(params: Any, name: str, model: dict[str, Any], recipe: dict[str, Any]) -> Any:
-    exp = params.experiments[name]
-    exp = dataclasses.replace(exp, model=dataclasses.replace(exp.model, **model),
-                              recipe=dataclasses.replace(exp.recipe, **recipe))
-    return dataclasses.replace(params, experiments=params.experiments | {name: exp})
-
-
 CASES = {   # (kind, model changes, recipe changes)
     "cnn": ("cnn", {}, {}),
     "image-hrm": ("hrm-image", {}, {}),
@@ -50,7 +42,7 @@ CASES = {   # (kind, model changes, recipe changes)
 def test_flops_formula_equals_torchs_count_of_a_real_step(case: str) -> None:
     kind, model, recipe = CASES[case]
     name = f"check-{kind}"
-    params = _variant(check.check_params(real_params(), check.OFF), name, model, recipe)
+    params = check.variant(check.check_params(real_params(), check.OFF), name, model, recipe)
     exp = params.experiment(name)
     image = kind in ("cnn", "hrm-image")
     data = synthetic_images("mnist") if image else synthetic_puzzles(check.PUZZLE_SET, 64)
@@ -108,7 +100,7 @@ def test_bptt_changes_the_gradient_not_the_forward() -> None:
     params = check.check_params(real_params(), check.OFF)
     grads, logits = {}, {}
     for rule in ("one-step", "bptt"):
-        p = _variant(params, "check-hrm-image", {"gradient": rule}, {})
+        p = check.variant(params, "check-hrm-image", model={"gradient": rule})
         exp = p.experiment("check-hrm-image")
         run = make_run(p, exp, 0, synthetic_images("mnist"))
         x = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))

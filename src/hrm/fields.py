@@ -33,9 +33,9 @@ def spec(doc: str, *, gt: float | None = None, ge: float | None = None, le: floa
 def identity(obj: Any) -> dict[str, Any]:
     """`dataclasses.asdict(obj)` without the ablation switches left at their default: what a params
     hash covers, so adding a switch keeps the runs made before it valid (they used the default)."""
-    return {f.name: getattr(obj, f.name) if not dataclasses.is_dataclass(getattr(obj, f.name))
-            else identity(getattr(obj, f.name)) for f in dataclasses.fields(obj)
-            if not (f.metadata.get("ablation") and getattr(obj, f.name) == f.default)}
+    full = dataclasses.asdict(obj)
+    return {f.name: full[f.name] for f in dataclasses.fields(obj)
+            if not (f.metadata.get("ablation") and full[f.name] == f.default)}
 
 
 def closest(key: str, allowed: typing.Iterable[str]) -> str:

@@ -59,11 +59,6 @@ def attention(kind: str) -> Iterator[None]:
         yield
 
 
-def optimizer_kwargs(kind: str) -> dict[str, bool]:
-    """torch.optim flags for the runtime.optimizer choice."""
-    return {"foreach": kind == "foreach", "fused": kind == "fused"}
-
-
 def compile_model(model: torch.nn.Module, runtime: Runtime, device: torch.device) -> bool:
     """Compile the transformer stacks (or, for models without any, the whole forward) in place.
 

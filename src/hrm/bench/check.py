@@ -133,7 +133,7 @@ def compare(base: dict[str, Any], device: str, variants: tuple[str, ...], kinds:
             runtime = OFF | {"device": device} | {k: v for k, v in change.items() if k != "recipe"}
             params = check_params(base, runtime)
             if "recipe" in change:     # a deliberately different computation (tests only)
-                params = _with_lr(params, kind, change["recipe"]["lr"])
+                params = variant(params, f"check-{kind}", recipe=change["recipe"])
             error = None
             try:
                 got = losses(params, kind, d)
@@ -145,11 +145,12 @@ def compare(base: dict[str, Any], device: str, variants: tuple[str, ...], kinds:
     return rows
 
 
-def _with_lr(params: Any, kind: str, lr: float) -> Any:
-    exp = params.experiment(f"check-{kind}")
-    recipe = dataclasses.replace(exp.recipe, lr=lr)
-    return dataclasses.replace(params, experiments=params.experiments | {
-        exp.name: dataclasses.replace(params.experiments[exp.name], recipe=recipe)})
+def variant(params: Any, name: str, model: dict[str, Any] | None = None, recipe: dict[str, Any] | None = None) -> Any:
+    """`params` with experiment `name`'s model and recipe keys changed (an ablation or a deliberate error)."""
+    exp = params.experiments[name]
+    exp = dataclasses.replace(exp, model=dataclasses.replace(exp.model, **(model or {})),
+                              recipe=dataclasses.replace(exp.recipe, **(recipe or {})))
+    return dataclasses.replace(params, experiments=params.experiments | {name: exp})
 
 
 def nvml_check() -> dict[str, Any]:

@@ -71,9 +71,8 @@ def synthetic_puzzles(dataset: str, examples: int, seed: int = 0) -> stream.Puzz
 
 def load_data(exp: Experiment, synthetic: bool) -> tuple[Any, bool]:
     """The built data set if it is there (and not `synthetic`), else random data of its shape; and which."""
-    image = exp.study.name == "image"
-    real = not synthetic and (paths.built_dir(exp.dataset) / ("meta.json" if image else "train")).exists()
-    if image:
+    real = not synthetic and paths.built_dir(exp.dataset).is_dir()   # a broken set there fails with its message
+    if exp.study.name == "image":
         return (built.load(exp.dataset) if real else synthetic_images(exp.dataset)), real
     return (stream.load(exp.dataset) if real else synthetic_puzzles(exp.dataset, 4 * exp.recipe.batch_size)), real
 
@@ -94,11 +93,9 @@ def batches(run: Any) -> Any:
     if hasattr(run, "stream"):
         while True:
             yield run.stream.next()
-    from hrm.train.image import epoch_order
-
     bs, epoch = run.recipe.batch_size, 1
     while True:
-        order = torch.from_numpy(epoch_order(len(run.x_train), run.seed, epoch)).to(run.device)
+        order = run.epoch_order(epoch)
         for i in range(run.steps_per_epoch):
             yield order[i * bs:(i + 1) * bs]
         epoch += 1

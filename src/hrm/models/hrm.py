@@ -49,8 +49,9 @@ class Output:
     puzzle_rows: PuzzleRows | None = None   # puzzle training only: for the sign-SGD update
 
 
-def _cast(carry: Carry, dtype: torch.dtype | None) -> Carry:
-    return carry if dtype is None else Carry(carry.z_h.to(dtype), carry.z_l.to(dtype))
+def _as(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """`t` in the carry dtype (None: as it is)."""
+    return t if dtype is None else t.to(dtype)
 
 
 class Reasoner(nn.Module):
@@ -122,7 +123,8 @@ class ImageHRM(nn.Module):
             nn.init.trunc_normal_(z, 0.0, 1.0, -2.0, 2.0, generator=generator)
 
     def initial_carry(self, batch: int) -> Carry:
-        return _cast(Carry(self.z0_h.expand(batch, -1, -1), self.z0_l.expand(batch, -1, -1)), self.carry_dtype)
+        d = self.carry_dtype
+        return Carry(_as(self.z0_h.expand(batch, -1, -1), d), _as(self.z0_l.expand(batch, -1, -1), d))
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         b, ch, h, w = images.shape
@@ -131,7 +133,7 @@ class ImageHRM(nn.Module):
         patches = images.permute(0, 2, 3, 1).reshape(b, h // p, p, w // p, p, ch)
         patches = patches.permute(0, 1, 3, 2, 4, 5).reshape(b, (h // p) * (w // p), p * p * ch)
         x = torch.cat([self.cls.expand(b, -1, -1), self.patch_embed(patches)], dim=1)   # (B, S, D)
-        return x if self.carry_dtype is None else x.to(self.carry_dtype)
+        return _as(x, self.carry_dtype)
 
     def segment(self, carry: Carry, images: torch.Tensor) -> Output:
         carry = self.reasoner(carry, self.embed(images))
@@ -193,13 +195,13 @@ class PuzzleHRM(nn.Module):
 
     def initial_carry(self, batch: int, seq_len: int) -> Carry:
         shape = (batch, seq_len + 1, self.c.hidden)
-        return _cast(Carry(self.z0_h.expand(shape), self.z0_l.expand(shape)), self.carry_dtype)
+        return Carry(_as(self.z0_h.expand(shape), self.carry_dtype), _as(self.z0_l.expand(shape), self.carry_dtype))
 
     def embed(self, inputs: torch.Tensor, puzzle_ids: torch.Tensor) -> tuple[torch.Tensor, PuzzleRows | None]:
         rows, touched = self.puzzle(puzzle_ids)
         prefix = rows.unsqueeze(1).to(self.tokens.weight.dtype)                            # (B, 1, D)
         x = self.embed_scale * torch.cat([prefix, self.tokens(inputs)], dim=1)             # (B, 1 + S, D)
-        return (x if self.carry_dtype is None else x.to(self.carry_dtype)), touched
+        return _as(x, self.carry_dtype), touched
 
     def segment(self, carry: Carry, inputs: torch.Tensor, puzzle_ids: torch.Tensor) -> Output:
         x, touched = self.embed(inputs, puzzle_ids)

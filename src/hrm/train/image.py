@@ -166,7 +166,7 @@ class ImageRun(Run):
         s, bs, n_batches = self.state, self.recipe.batch_size, self.steps_per_epoch
         start = s.offset // bs
         self.model.train()
-        order = torch.from_numpy(epoch_order(len(self.x_train), self.seed, epoch)).to(self.device)
+        order = self.epoch_order(epoch)
         losses = torch.zeros(n_batches, device=self.device)
         if start:
             losses[:start] = torch.tensor(s.step_losses[-start:], device=self.device)
@@ -194,6 +194,10 @@ class ImageRun(Run):
         synchronize(self.device)
         self.state.step_losses += losses[start:].cpu().tolist()
         return losses, correct, time.perf_counter() - t0
+
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        """The epoch's shuffled example order, on the device; batch i is order[i * batch : (i + 1) * batch]."""
+        return torch.from_numpy(epoch_order(len(self.x_train), self.seed, epoch)).to(self.device)
 
     def train_batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One batch (the rows `idx` of the training set): (mean loss, correct predictions), on the device."""

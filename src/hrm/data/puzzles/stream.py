@@ -104,12 +104,19 @@ def tensors(split: PuzzleSplit, idx: np.ndarray, puzzle_of: np.ndarray, device: 
     """Inputs (long), labels with the ignore id mapped to IGNORE_LABEL, and puzzle ids."""
     # Memory-mapped reads are fastest in file order: read the distinct rows sorted, then scatter back.
     order, back = np.unique(idx, return_inverse=True)
-    x = torch.from_numpy(np.asarray(split.inputs[order])[back].astype(np.int64))
-    y = torch.from_numpy(np.asarray(split.labels[order])[back].astype(np.int64))
-    if split.meta.ignore_label_id is not None:
-        y = torch.where(y == split.meta.ignore_label_id, IGNORE_LABEL, y)
-    pid = torch.from_numpy(split.puzzle_identifiers[puzzle_of[idx]].astype(np.int64))
-    return x.to(device), y.to(device), pid.to(device)
+    x = torch.from_numpy(np.asarray(split.inputs[order])[back])
+    y = torch.from_numpy(np.asarray(split.labels[order])[back])
+    pid = torch.from_numpy(split.puzzle_identifiers[puzzle_of[idx]])
+    return widen(x.to(device), y.to(device), pid.to(device), split.meta.ignore_label_id)
+
+
+def widen(x: torch.Tensor, y: torch.Tensor, pid: torch.Tensor, ignore: int | None
+          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stored small ints -> the long tensors a model takes, with the ignore id mapped to IGNORE_LABEL."""
+    y = y.long()
+    if ignore is not None:
+        y = torch.where(y == ignore, IGNORE_LABEL, y)
+    return x.long(), y, pid.long()
 
 
 class DeviceSplit:
@@ -124,10 +131,7 @@ class DeviceSplit:
 
     def tensors(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         i = to_device(torch.from_numpy(idx), self.device)       # the only copy: the batch's indices
-        x, y = self.inputs[i].long(), self.labels[i].long()
-        if self.ignore is not None:
-            y = torch.where(y == self.ignore, IGNORE_LABEL, y)
-        return x, y, self.puzzle_ids[i].long()
+        return widen(self.inputs[i], self.labels[i], self.puzzle_ids[i], self.ignore)
 
 
 def example_tasks(data: PuzzleData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
