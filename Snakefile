@@ -1,7 +1,7 @@
 """Snakemake front end of the HRM pipeline (scheduling; DVC does versioning and caching).
 
 The rules in workflow/rules/ take their paths from hrm.paths and their inputs from hrm.stages,
-the same module that generates dvc.yaml. Targets: all, demo, train_cifar, train_mnist,
+the same module that generates dvc.yaml. Targets: all, demo, analyses, train_cifar, train_mnist,
 train_sudoku, train_maze, train_arc.
 Run `snakemake --cores 4 train_cifar` (profiles/default limits gpu=1).
 """
@@ -28,6 +28,12 @@ rule all:
 rule demo:
     input:
         group_targets("demo"),
+
+
+# Every analysis and ablation at demo scale (about 25 minutes on 2 CPU cores); not part of the demo.
+rule analyses:
+    input:
+        group_targets("analysis"),
 
 
 rule train_cifar:

@@ -13,8 +13,8 @@ import logging
 import sys
 from pathlib import Path
 
-from hrm import paths, stages, studies
-from hrm.config import DEFAULT_PARAMS, GROUPS, Params, load_params
+from hrm import analyze, paths, stages, studies
+from hrm.config import ANALYSIS_MODELS, DEFAULT_PARAMS, GROUPS, Params, load_params
 from hrm.errors import ConfigError, DiskFull, HrmError
 
 log = logging.getLogger("hrm")
@@ -55,6 +55,23 @@ def cmd_train(params: Params, args: argparse.Namespace) -> int:
 
 def cmd_evaluate(params: Params, args: argparse.Namespace) -> int:
     return _run_verb("evaluate", params, args)
+
+
+def cmd_analyze(params: Params, args: argparse.Namespace) -> int:
+    from hrm.speed import attention
+
+    exp = params.experiment(args.experiment)
+    if args.kind not in exp.analyses:
+        log.warning("%s is not in experiments.%s.analyses %s: this result is outside the DAG and its reports",
+                    args.kind, args.experiment, list(exp.analyses))
+    models = ANALYSIS_MODELS[args.kind]
+    if exp.model.kind not in models:
+        raise ConfigError(f"analyze {args.kind}: needs a model of kind {' or '.join(models)}; experiment "
+                          f"{args.experiment!r} has model kind {exp.model.kind}")
+    seed = _seed(params, args.experiment, args.seed)
+    with attention(params.runtime.attention):
+        analyze.run(args.kind)(params, args.experiment, seed)
+    return 0
 
 
 def cmd_report(params: Params, args: argparse.Namespace) -> int:
@@ -168,6 +185,11 @@ def parser() -> argparse.ArgumentParser:
         sp = add(name, fn, text)
         sp.add_argument("experiment", help="a key of the experiments section")
         sp.add_argument("--seed", type=int, required=True, help="one of the experiment's seeds")
+    sp = add("analyze", cmd_analyze, "analyse a trained run: " + "; ".join(
+        f"{k}: {v[1]}" for k, v in analyze.KINDS.items()))
+    sp.add_argument("kind", choices=list(analyze.KINDS))
+    sp.add_argument("experiment", help="a key of the experiments section")
+    sp.add_argument("--seed", type=int, required=True, help="one of the experiment's seeds")
     sp = add("report", cmd_report, "write the paper-vs-reproduced tables of a group")
     sp.add_argument("group", choices=GROUPS)
     sp = add("bench", cmd_bench, "benchmarks that print measurements (JSON): build (the ARC build), train "

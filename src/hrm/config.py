@@ -23,7 +23,14 @@ from hrm.fields import closest, identity, parse_section, spec, type_name
 from hrm.models.registry import MODEL_CONFIGS, ModelConfig
 
 DEFAULT_PARAMS = Path("params.yaml")
-GROUPS = ("paper", "demo")
+# `hrm analyze` kinds (hrm.analyze) and the model kinds each applies to: both need an HRM's two states.
+ANALYSIS_MODELS: dict[str, tuple[str, ...]] = {"pr": ("hrm-image", "hrm-puzzle"), "segments": ("hrm-image", "hrm-puzzle")}
+GROUPS = ("paper", "demo", "analysis")
+# Ablation families (REFERENCE II.5-II.6, I.7): experiments labelled with one are tabulated and drawn
+# together by the report; the label changes no run.
+ABLATIONS = ("depth", "supervision", "arc-augmentations", "image")
+Ablation = Literal["depth", "supervision", "arc-augmentations", "image"]
+Analysis = Literal["pr", "segments"]
 
 
 # --------------------------------------------------------------------------- sections
@@ -66,6 +73,10 @@ class ImageRecipe:
     label_smoothing: float = spec("cross-entropy label smoothing", ge=0, lt=1)
     train_acc: Literal["pre_update", "post_update"] = spec(
         "faithful-mode train accuracy: of the training passes, or a re-run after the updates (REFERENCE I.5)")
+    augment: Literal["none", "crop-flip"] = spec(
+        "none: the study's setting; crop-flip: random crop after zero padding by side/8 pixels (4 on CIFAR) and "
+        "a horizontal flip with p = 0.5, the follow-up the study proposes (REFERENCE I.7)",
+        default="none", ablation=True)
 
 
 @dataclass(frozen=True)
@@ -94,7 +105,8 @@ class PuzzleRecipe:
 class ExperimentSpec:
     """One named experiment: data set x model x recipe x seeds."""
 
-    group: Literal["paper", "demo"] = spec("paper results (committed) or the demo")
+    group: Literal["paper", "demo", "analysis"] = spec(
+        "paper results (committed), the demo, or the demo-scale analyses and ablations (`snakemake analyses`)")
     dataset: str = spec("a data set name from hrm.data.sources")
     model: str = spec("a key of the models section")
     recipe: str = spec("a key of the recipes section")
@@ -103,6 +115,10 @@ class ExperimentSpec:
         "image study only: reproduce the author code's quirks, or fix them (REFERENCE I.5)", default=None)
     stands_for: str | None = spec("demo only: the paper experiment this one stands in for (named in the "
                                   "table beside it)", default=None)
+    analyses: tuple[Analysis, ...] = spec("`hrm analyze` kinds run on each trained seed (pr, segments: HRM "
+                                          "models only); a stage each", default=())
+    ablations: tuple[Ablation, ...] = spec("the ablation families the report tabulates this experiment in "
+                                           "(labels: they change no run)", default=())
 
 
 RecipeConfig = ImageRecipe | PuzzleRecipe
@@ -122,6 +138,8 @@ class Experiment:
     seeds: tuple[int, ...]
     mode: str | None        # None where the study has no fidelity modes
     stands_for: str | None = None   # demo only: the paper experiment it stands in for
+    analyses: tuple[str, ...] = ()  # `hrm analyze` kinds
+    ablations: tuple[str, ...] = ()  # ablation families (report labels)
 
     @property
     def study(self) -> studies.Study:
@@ -133,14 +151,16 @@ class Experiment:
                 "recipe": {"name": self.recipe_name, **dataclasses.asdict(self.recipe)},
                 "seeds": list(self.seeds)}
         return (body | ({"mode": self.mode} if self.mode is not None else {})
-                | ({"stands_for": self.stands_for} if self.stands_for is not None else {}))
+                | ({"stands_for": self.stands_for} if self.stands_for is not None else {})
+                | ({"analyses": list(self.analyses)} if self.analyses else {})
+                | ({"ablations": list(self.ablations)} if self.ablations else {}))
 
     def params_hash(self) -> str:
         """Hash of everything that shapes a run of this experiment (not the seed list, not the label)."""
         body = self.as_dict() | {"model": {"name": self.model_name, **identity(self.model)},
                                  "recipe": {"name": self.recipe_name, **identity(self.recipe)}}
-        body.pop("seeds")
-        body.pop("stands_for", None)
+        for label in ("seeds", "stands_for", "analyses", "ablations"):   # what a run does not depend on
+            body.pop(label, None)
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -205,7 +225,13 @@ def _resolve(name: str, s: ExperimentSpec, models: dict[str, ModelConfig],
                           f"remove the key")
     if len(set(s.seeds)) != len(s.seeds):
         raise ConfigError(f"{where}.seeds: got {list(s.seeds)}; seeds must be distinct")
-    return Experiment(name, s.group, s.dataset, s.model, model, s.recipe, recipe, s.seeds, s.mode, s.stands_for)
+    for kind in s.analyses:
+        kinds = ANALYSIS_MODELS[kind]
+        if model.kind not in kinds:
+            raise ConfigError(f"{where}.analyses: {kind!r} needs a model of kind {' or '.join(kinds)}; "
+                              f"model {s.model!r} is of kind {model.kind}")
+    return Experiment(name, s.group, s.dataset, s.model, model, s.recipe, recipe, s.seeds, s.mode, s.stands_for,
+                      s.analyses, s.ablations)
 
 
 def parse_params(raw: Any, path: Path) -> Params:

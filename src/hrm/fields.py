@@ -130,4 +130,7 @@ def parse_section(cls: type, data: Any, where: str) -> Any:
             raise ConfigError(f"{key}: missing ({f.metadata.get('doc', f.name)})")
         values[f.name] = _coerce(hints[f.name], data[f.name], key)
         _check_range(values[f.name], f.metadata, key)
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ConfigError as exc:     # a rule across keys (a class's __post_init__), which names its key
+        raise ConfigError(f"{where}.{exc}") from None

@@ -40,15 +40,31 @@ def reasoner(c: HRMCore, batch: int, seq: int) -> tuple[int, int]:
     return forward, 2 * graded
 
 
+def embedding(c: ImageHRMConfig, ch: int, h: int, w: int, batch: int) -> tuple[int, int]:
+    """(forward, backward) of the patch embedding, or of the conv stem (3x3 stride-2 convs, then 1x1)."""
+    patches = (h // c.patch) * (w // c.patch)
+    if c.stem == "patch":
+        embed = 2 * batch * patches * c.patch * c.patch * ch * c.hidden
+        return embed, embed                                   # fed with data: weight gradient only
+    widths, forward, backward = [ch, *c.stem_channels()], 0, 0
+    for i, (a, b) in enumerate(zip(widths, widths[1:])):
+        conv = 2 * 9 * a * b * (h >> (i + 1)) * (w >> (i + 1)) * batch
+        forward, backward = forward + conv, backward + (conv if i == 0 else 2 * conv)
+    project = 2 * batch * patches * widths[-1] * c.hidden
+    return forward + project, backward + (project if len(widths) == 1 else 2 * project)
+
+
 def image_hrm_step(c: ImageHRMConfig, data: Shape, batch: int, post_update_acc: bool) -> int:
     assert data.image_shape is not None
     ch, h, w = data.image_shape
     patches = (h // c.patch) * (w // c.patch)
-    embed = 2 * batch * patches * c.patch * c.patch * ch * c.hidden
+    embed, embed_bwd = embedding(c, ch, h, w, batch)
     head = 2 * batch * c.hidden * data.classes
     fwd, bwd = reasoner(c, batch, patches + 1)
     segment_forward = embed + fwd + head
-    train = c.train_segments * (segment_forward + embed + bwd + 2 * head)   # embed: weight gradient only
+    graded = segment_forward + embed_bwd + bwd + 2 * head
+    # Deep supervision: every segment differentiated; without it, only the last one.
+    train = c.train_segments * graded if c.deep_supervision else (c.train_segments - 1) * segment_forward + graded
     return train + (c.eval_segments * segment_forward if post_update_acc else 0)
 
 
@@ -60,7 +76,7 @@ def puzzle_step(c: ModelConfig, data: Shape, batch: int) -> int:
     if isinstance(c, HRMCore):
         fwd, bwd = reasoner(c, batch, seq)
     else:                                        # the direct baseline: its stack once, all of it trained
-        fwd = c.layers * block_forward(c, batch, seq)   # type: ignore[attr-defined]
+        fwd = c.layers * c.repeats * block_forward(c, batch, seq)   # type: ignore[attr-defined]
         bwd = 2 * fwd
     target = fwd + heads if getattr(c, "halt_max_steps", 1) > 1 else 0
     return fwd + heads + bwd + 2 * heads + target

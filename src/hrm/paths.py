@@ -16,7 +16,7 @@ BUILT_DIR = "data/built/{dataset}"
 # One folder per run. {root} is results/ for the paper (committed) and results/demo/ for the
 # demo (git-ignored). In it the audited files (cache: false) sit beside the final model (DVC-cached,
 # git-ignored) and the epoch checkpoint (never a DVC output: it changes every epoch).
-GROUP_ROOTS = {"paper": "results", "demo": "results/demo"}
+GROUP_ROOTS = {"paper": "results", "demo": "results/demo", "analysis": "results/analyses"}
 RUN_DIR = "{root}/runs/{experiment}/seed{seed}"
 MODEL = RUN_DIR + "/model.pt"
 CHECKPOINT = RUN_DIR + "/checkpoint.pt"
@@ -28,6 +28,10 @@ PREDICTIONS = RUN_DIR + "/predictions.json"     # puzzle runs: ARC Kaggle submis
 FIGURE = RUN_DIR + "/{figure}.png"
 PLOT_DATA = RUN_DIR + "/{plot}.csv"             # data series `evaluate` writes for `dvc plots`
 TABLE = "{root}/tables/{table}.{ext}"
+# `hrm analyze KIND`: a JSON and a figure per (kind, run); the report's figures across runs per group.
+ANALYSIS = RUN_DIR + "/analysis/{analysis}.json"
+ANALYSIS_FIGURE = RUN_DIR + "/analysis/{analysis}.png"
+GROUP_FIGURES = "{root}/figures"
 AUDIT = "{root}/README.md"                       # the reader's audit page (hrm.audit)
 
 # Benchmarks kept as measurements (`hrm bench ... --save`): JSON with provenance, and figures. Committed.
@@ -38,7 +42,7 @@ DATA_LOG = "logs/{verb}/{dataset}.log"
 RUN_LOG = RUN_DIR + "/{verb}.log"
 GROUP_LOG = "{root}/{verb}.log"
 
-TABLES = ("summary",)
+TABLES = ("summary", "analyses")
 TABLE_EXTS = ("md", "csv")
 FIGURES = ("loss", "accuracy", "confusion", "errors")
 PUZZLE_FIGURES = ("loss", "accuracy", "scaling", "boards")
@@ -116,6 +120,22 @@ def plot_data_file(group: str, experiment: str, seed: int, plot: str) -> Path:
 
 def figure_files(group: str, experiment: str, seed: int) -> dict[str, Path]:
     return {f: figure_file(group, experiment, seed, f) for f in FIGURES}
+
+
+def analysis_file(group: str, experiment: str, seed: int, analysis: str) -> Path:
+    return Path(ANALYSIS.format(root=group_root(group), experiment=experiment, seed=seed, analysis=analysis))
+
+
+def analysis_figure(group: str, experiment: str, seed: int, analysis: str) -> Path:
+    return Path(ANALYSIS_FIGURE.format(root=group_root(group), experiment=experiment, seed=seed, analysis=analysis))
+
+
+def group_figures(group: str) -> Path:
+    return Path(GROUP_FIGURES.format(root=group_root(group)))
+
+
+def analysis_log(group: str, experiment: str, seed: int, analysis: str) -> Path:
+    return run_log(f"analyze-{analysis}", group, experiment, seed)
 
 
 def data_log(verb: str, dataset: str) -> Path:

@@ -5,6 +5,7 @@ import re
 from snakemake.exceptions import WorkflowError
 
 from hrm import paths, stages, studies
+from hrm.analyze import KINDS as ANALYSIS_KINDS
 from hrm.config import load_params
 from hrm.gpu import jobs_use_gpu
 
@@ -17,9 +18,9 @@ JOB_GPUS = int(jobs_use_gpu(PARAMS.runtime.device, bool(config.get("gpu_nodes", 
 
 def job_threads(wc):
     """Cores a train/evaluate job takes (Snakemake sets OMP_NUM_THREADS to it, which torch follows).
-    A GPU job or a demo run (a tiny model: 1.6x faster on 2 threads than on 1, so two side by side
+    A GPU job or a demo or analysis run (a tiny model: 1.6x faster on 2 threads than on 1, so two side by side
     beat two in turn) takes one, so `--cores 2` runs two at once; a CPU paper run takes them all."""
-    if JOB_GPUS or PARAMS.experiment(wc.experiment).group == "demo":
+    if JOB_GPUS or PARAMS.experiment(wc.experiment).group != "paper":
         return 1
     try:
         return workflow.cores
@@ -49,12 +50,12 @@ def train_targets(*datasets):
 
 
 def group_targets(group):
-    """Evaluations, figures and tables of one group."""
+    """Evaluations, analyses, figures and tables of one group."""
     return sorted(
         o
         for s in TABLE
         for o in s.outs + s.outs_no_cache
-        if s.verb in ("evaluate", "report") and paths.group_of_output(o) == group
+        if s.verb in ("evaluate", "analyze", "report") and paths.group_of_output(o) == group
     )
 
 

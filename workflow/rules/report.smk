@@ -10,6 +10,7 @@ rule report:
             for path in expand(paths.TABLE, table=paths.TABLES, ext=paths.TABLE_EXTS, allow_missing=True)
         ],
         report(paths.AUDIT, caption="../report/audit.rst", category="Tables", subcategory="{root}"),
+        directory(paths.GROUP_FIGURES),
     log:
         paths.GROUP_LOG.format(verb="report", root="{root}"),
     conda:

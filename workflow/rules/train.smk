@@ -67,3 +67,24 @@ rule evaluate_puzzle:
         config=lambda wc: experiment(wc).params_hash(),
     shell:
         "python -m hrm evaluate {wildcards.experiment} --seed {wildcards.seed} > {log} 2>&1"
+
+
+rule analyze:
+    input:
+        lambda wc: stages.analyze_deps(experiment(wc), int(wc.seed), wc.analysis),
+    output:
+        result=paths.ANALYSIS,
+        figure=paths.ANALYSIS_FIGURE,
+    log:
+        paths.RUN_LOG.format(verb="analyze-{analysis}", root="{root}", experiment="{experiment}", seed="{seed}"),
+    wildcard_constraints:
+        analysis="|".join(ANALYSIS_KINDS),
+    conda:
+        "../envs/hrm.yaml"
+    threads: job_threads
+    resources:
+        gpu=JOB_GPUS,
+    params:
+        config=lambda wc: experiment(wc).params_hash(),
+    shell:
+        "python -m hrm analyze {wildcards.analysis} {wildcards.experiment} --seed {wildcards.seed} > {log} 2>&1"

@@ -20,7 +20,7 @@ from torch import nn
 
 from hrm.models.init import trunc_normal_
 from hrm.models.layers import Rotary, Stack, init_linears
-from hrm.models.registry import BlockConfig, HRMCore, ImageHRMConfig, PuzzleModelConfig, PuzzleTransformerConfig, Shape
+from hrm.models.registry import HRMCore, ImageHRMConfig, PuzzleModelConfig, PuzzleTransformerConfig, Shape
 
 
 @dataclass
@@ -60,7 +60,8 @@ class Reasoner(nn.Module):
     def __init__(self, c: HRMCore, seq_len: int) -> None:
         super().__init__()
         self.c = c
-        block = dict(dim=c.hidden, heads=c.heads, inner=c.mlp_inner, mlp=c.mlp, rope=c.rope,
+        rope = None if getattr(c, "position", "rope") == "learned" else c.rope
+        block = dict(dim=c.hidden, heads=c.heads, inner=c.mlp_inner, mlp=c.mlp, rope=rope,
                      eps=c.norm_eps, gain=c.norm_gain)
         self.f_l = Stack(c.low_layers, **block)
         self.f_h = Stack(c.high_layers, **block)
@@ -82,17 +83,39 @@ class Reasoner(nn.Module):
 
 
 class Direct(nn.Module):
-    """The baseline's "reasoner": its `layers` blocks once on the input, no carry used."""
+    """The baseline's "reasoner": its `layers` blocks on the input, no carry used; run `repeats` times
+    with shared weights and the input injected each time, a recurrent transformer (full gradient)."""
 
-    def __init__(self, c: BlockConfig, layers: int, seq_len: int) -> None:
+    def __init__(self, c: PuzzleTransformerConfig, seq_len: int) -> None:
         super().__init__()
-        self.stack = Stack(layers, dim=c.hidden, heads=c.heads, inner=c.mlp_inner, mlp=c.mlp,
+        self.repeats = c.repeats
+        self.stack = Stack(c.layers, dim=c.hidden, heads=c.heads, inner=c.mlp_inner, mlp=c.mlp,
                            rope=c.rope, eps=c.norm_eps, gain=c.norm_gain)
         self.rotary = Rotary(c.hidden // c.heads, seq_len, c.rope_base)
 
     def forward(self, carry: Carry, x: torch.Tensor) -> Carry:
-        z = self.stack(torch.zeros_like(x), x, self.rotary)
+        z = torch.zeros_like(x)
+        for _ in range(self.repeats):
+            z = self.stack(z, x, self.rotary)
         return Carry(z, z)
+
+
+class ConvStem(nn.Module):
+    """Early convolutions (REFERENCE I.7): 3x3 stride-2 convolutions with ReLU down to the patch grid,
+    then a 1x1 convolution to D; bias-free like every layer of the model. Out: (B, gh*gw, D)."""
+
+    def __init__(self, c: ImageHRMConfig, channels: int) -> None:
+        super().__init__()
+        widths = [channels, *c.stem_channels()]
+        self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1, bias=False)
+                                   for a, b in zip(widths, widths[1:]))
+        self.project = nn.Conv2d(widths[-1], c.hidden, 1, bias=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images
+        for conv in self.convs:
+            x = torch.relu(conv(x))
+        return self.project(x).flatten(2).transpose(1, 2)
 
 
 class ImageHRM(nn.Module):
@@ -106,8 +129,12 @@ class ImageHRM(nn.Module):
             raise ValueError(f"patch {c.patch} does not tile {h}x{w} images")
         self.c = c
         self.seq_len = 1 + (h // c.patch) * (w // c.patch)
-        self.patch_embed = nn.Linear(c.patch * c.patch * ch, c.hidden, bias=False)
+        if c.stem == "conv":
+            self.stem = ConvStem(c, ch)
+        else:
+            self.patch_embed = nn.Linear(c.patch * c.patch * ch, c.hidden, bias=False)
         self.cls = nn.Parameter(torch.zeros(1, 1, c.hidden))
+        self.position = nn.Parameter(torch.zeros(1, self.seq_len, c.hidden)) if c.position == "learned" else None
         self.reasoner = Reasoner(c, self.seq_len)
         self.head = nn.Linear(c.hidden, data.classes, bias=False)
         self.register_buffer("z0_h", torch.zeros(1, self.seq_len, c.hidden))
@@ -121,6 +148,8 @@ class ImageHRM(nn.Module):
         # The author code draws the states as truncated_normal(-2, 2) without std correction.
         for z in (self.z0_h, self.z0_l):
             nn.init.trunc_normal_(z, 0.0, 1.0, -2.0, 2.0, generator=generator)
+        if self.position is not None:   # drawn last: the paper model's draws stay as they were
+            trunc_normal_(self.position.data, 0.02, generator)   # ViT's scale for a learned table
 
     def initial_carry(self, batch: int) -> Carry:
         d = self.carry_dtype
@@ -129,10 +158,15 @@ class ImageHRM(nn.Module):
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         b, ch, h, w = images.shape
         p = self.c.patch
-        # (B, C, H, W) -> (B, gh*gw, P*P*C), flattened (row, col, channel) as the Flax code's NHWC.
-        patches = images.permute(0, 2, 3, 1).reshape(b, h // p, p, w // p, p, ch)
-        patches = patches.permute(0, 1, 3, 2, 4, 5).reshape(b, (h // p) * (w // p), p * p * ch)
-        x = torch.cat([self.cls.expand(b, -1, -1), self.patch_embed(patches)], dim=1)   # (B, S, D)
+        if self.c.stem == "conv":
+            tokens = self.stem(images)
+        else:
+            # (B, C, H, W) -> (B, gh*gw, P*P*C), flattened (row, col, channel) as the Flax code's NHWC.
+            patches = images.permute(0, 2, 3, 1).reshape(b, h // p, p, w // p, p, ch)
+            tokens = self.patch_embed(patches.permute(0, 1, 3, 2, 4, 5).reshape(b, (h // p) * (w // p), p * p * ch))
+        x = torch.cat([self.cls.expand(b, -1, -1), tokens], dim=1)   # (B, S, D)
+        if self.position is not None:
+            x = x + self.position
         return _as(x, self.carry_dtype)
 
     def segment(self, carry: Carry, images: torch.Tensor) -> Output:
@@ -176,7 +210,7 @@ class PuzzleHRM(nn.Module):
         self.embed_scale = math.sqrt(c.hidden)
         self.tokens = nn.Embedding(vocab, c.hidden)
         self.puzzle = PuzzleEmbedding(num_puzzle_ids, c.hidden)
-        self.reasoner = (Direct(c, c.layers, seq_len + 1) if isinstance(c, PuzzleTransformerConfig)
+        self.reasoner = (Direct(c, seq_len + 1) if isinstance(c, PuzzleTransformerConfig)
                          else Reasoner(c, seq_len + 1))
         self.lm_head = nn.Linear(c.hidden, vocab, bias=False)
         self.q_head = nn.Linear(c.hidden, 2, bias=True)

@@ -31,7 +31,7 @@ class RMSNorm(nn.Module):
         return y.to(x.dtype)
 
 
-RopeStyle = Literal["interleaved", "half"]
+RopeStyle = Literal["interleaved", "half"]   # or None: no rotation (positions learned at the input instead)
 
 
 class Rotary(nn.Module):
@@ -62,7 +62,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, style: Rop
 class Attention(nn.Module):
     """Non-causal multi-head self-attention, fused bias-free qkv, RoPE on q and k, SDPA kernel."""
 
-    def __init__(self, dim: int, heads: int, rope: RopeStyle) -> None:
+    def __init__(self, dim: int, heads: int, rope: RopeStyle | None) -> None:
         super().__init__()
         self.heads, self.head_dim, self.rope = heads, dim // heads, rope
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
@@ -71,8 +71,9 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, rotary: Rotary) -> torch.Tensor:
         b, s, d = x.shape
         q, k, v = self.qkv(x).view(b, s, 3, self.heads, self.head_dim).unbind(2)   # each (B, S, H, Dh)
-        q = apply_rope(q, rotary.cos, rotary.sin, self.rope)
-        k = apply_rope(k, rotary.cos, rotary.sin, self.rope)
+        if self.rope is not None:
+            q = apply_rope(q, rotary.cos, rotary.sin, self.rope)
+            k = apply_rope(k, rotary.cos, rotary.sin, self.rope)
         y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))  # (B, H, S, Dh)
         return self.out(y.transpose(1, 2).reshape(b, s, d))
 
@@ -99,7 +100,7 @@ class GatedMLP(nn.Module):
 class Block(nn.Module):
     """Post-norm: x = norm(x + attn(x)); x = norm(x + mlp(x))."""
 
-    def __init__(self, dim: int, heads: int, inner: int, mlp: Literal["geglu", "swiglu"], rope: RopeStyle,
+    def __init__(self, dim: int, heads: int, inner: int, mlp: Literal["geglu", "swiglu"], rope: RopeStyle | None,
                  eps: float, gain: bool) -> None:
         super().__init__()
         self.attn = Attention(dim, heads, rope)
@@ -127,9 +128,9 @@ class Stack(nn.Module):
 
 
 def init_linears(module: nn.Module, generator: torch.Generator) -> None:
-    """LeCun truncated normal for every linear weight; norm gains start at 1."""
+    """LeCun truncated normal for every linear and convolution weight; norm gains start at 1."""
     for m in module.modules():
-        if isinstance(m, nn.Linear):
+        if isinstance(m, nn.Linear | nn.Conv2d):
             lecun_normal_(m.weight, generator)
         elif isinstance(m, RMSNorm) and m.weight is not None:
             nn.init.ones_(m.weight)

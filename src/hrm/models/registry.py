@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from hrm.errors import ConfigError
 from hrm.fields import spec
 
 if TYPE_CHECKING:
@@ -90,6 +91,26 @@ class ImageHRMConfig(HRMCore):
     patch: int = spec("patch side in pixels (non-overlapping)", ge=1)
     train_segments: int = spec("deep-supervision segments per batch, one update after each", ge=1)
     eval_segments: int = spec("segments at evaluation, from the initial state", ge=1)
+    # Ablations the image study proposes (REFERENCE I.7); the defaults are the paper's model.
+    position: Literal["rope", "learned"] = spec(
+        "rope: rotary positions in attention (the paper); learned: a trained position table added to the "
+        "input tokens, no RoPE", default="rope", ablation=True)
+    stem: Literal["patch", "conv"] = spec(
+        "patch: one linear map per patch (the paper); conv: log2(patch) 3x3 stride-2 convolutions with ReLU, "
+        "then a 1x1 to D (an early-convolution stem; patch must be a power of 2)", default="patch", ablation=True)
+    deep_supervision: bool = spec(
+        "true: a loss and an update after every training segment (the paper); false: the same segments, the "
+        "earlier ones without gradient, one loss and one update after the last", default=True, ablation=True)
+
+    def __post_init__(self) -> None:
+        if self.stem == "conv" and self.patch & (self.patch - 1):
+            raise ConfigError(f"stem: 'conv' halves the image log2(patch) times, so patch must be a power of 2; "
+                              f"got patch {self.patch}")
+
+    def stem_channels(self) -> list[int]:
+        """Output channels of the conv stem's stride-2 convolutions (D/2^k ... D/2), before the 1x1 to D."""
+        k = self.patch.bit_length() - 1
+        return [max(1, self.hidden >> (k - i)) for i in range(k)]
 
 
 @dataclass(frozen=True)
@@ -111,6 +132,9 @@ class PuzzleTransformerConfig(BlockConfig):
 
     kind: Literal["transformer-puzzle"] = spec("model family")
     layers: int = spec("blocks in the one stack", ge=1)
+    repeats: int = spec("the stack applied this many times with shared weights, the input injected each time: "
+                        "1 = the plain transformer (the paper's baseline), more = a recurrent transformer of "
+                        "effective depth layers * repeats (REFERENCE II.5)", ge=1, default=1, ablation=True)
 
     halt_max_steps = 1            # one forward pass: what the ACT code reads (not a params key)
     halt_exploration = 0.0
@@ -128,8 +152,24 @@ def _block_params(c: BlockConfig) -> int:
 
 def _image_hrm_params(c: ImageHRMConfig, data: Shape) -> int:
     assert data.image_shape is not None
-    patch_in = c.patch * c.patch * data.image_shape[0]
-    return patch_in * c.hidden + c.hidden + c.layers * _block_params(c) + c.hidden * data.classes
+    ch, h, w = data.image_shape
+    if c.stem == "conv":
+        widths = [ch, *c.stem_channels()]
+        embed = sum(9 * a * b for a, b in zip(widths, widths[1:])) + widths[-1] * c.hidden
+    else:
+        embed = c.patch * c.patch * ch * c.hidden
+    tokens = 1 + (h // c.patch) * (w // c.patch)
+    position = tokens * c.hidden if c.position == "learned" else 0
+    return embed + c.hidden + position + c.layers * _block_params(c) + c.hidden * data.classes
+
+
+def effective_depth(c: ModelConfig) -> int:
+    """Transformer blocks applied in one forward segment: what the depth-scaling analysis plots (II.5)."""
+    if isinstance(c, PuzzleTransformerConfig):
+        return c.layers * c.repeats
+    if isinstance(c, HRMCore):
+        return c.high_cycles * (c.low_steps * c.low_layers + c.high_layers)
+    raise ValueError(f"{c.kind} has no effective depth")
 
 
 def _puzzle_params(c: PuzzleModelConfig, data: Shape) -> int:

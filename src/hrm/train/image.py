@@ -92,10 +92,16 @@ def classifier_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, op
 
 def hrm_image_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
                    ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
-    """Deep supervision (REFERENCE I.3): M segments from the initial state, one update after EACH."""
+    """Deep supervision (REFERENCE I.3): M segments from the initial state, one update after EACH.
+    Without it (`deep_supervision: false`) the first M - 1 segments run without gradient and only the
+    last one is supervised: the same computation, one loss and one update."""
     carry = model.initial_carry(len(x))
+    if not model.c.deep_supervision:
+        with torch.no_grad(), ctx.autocast():
+            for _ in range(model.c.train_segments - 1):
+                carry = model.segment(carry, x).carry
     losses, hits = [], []
-    for _ in range(model.c.train_segments):
+    for _ in range(model.c.train_segments if model.c.deep_supervision else 1):
         with ctx.autocast():
             out = model.segment(carry, x)
         loss = F.cross_entropy(out.logits.float(), y, label_smoothing=ctx.recipe.label_smoothing)
@@ -114,9 +120,26 @@ BATCH_STEPS: dict[str, BatchStep] = {"cnn": classifier_step, "hrm-image": hrm_im
 
 def make_schedule(exp: Experiment, steps_per_epoch: int) -> Schedule:
     """Sized in batches in faithful mode even when a batch takes several updates (REFERENCE I.5.1)."""
-    per_batch = 1 if exp.mode == "faithful" else getattr(exp.model, "train_segments", 1)
+    supervised = getattr(exp.model, "deep_supervision", False)
+    per_batch = 1 if exp.mode == "faithful" or not supervised else exp.model.train_segments
     total = steps_per_epoch * exp.recipe.epochs * per_batch
     return Schedule(exp.recipe, total, round(exp.recipe.warmup_epochs * steps_per_epoch * per_batch))
+
+
+def crop_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random crop of uint8 images (B, C, H, W) after zero padding by H // 8 on each side, then a
+    horizontal flip with p = 0.5 (REFERENCE I.7; torchvision's RandomCrop(padding=4) + RandomHorizontalFlip
+    on CIFAR). Offsets and flips are drawn on the CPU from `generator`, then gathered on the device."""
+    b, _, h, w = x.shape
+    pad = max(1, h // 8)
+    dy, dx = (torch.randint(0, 2 * pad + 1, (b,), generator=generator) for _ in range(2))
+    flip = torch.rand(b, generator=generator) < 0.5
+    rows = (dy[:, None] + torch.arange(h)).to(x.device)                              # (B, H)
+    cols = (dx[:, None] + torch.arange(w)).to(x.device)
+    cols = torch.where(flip.to(x.device)[:, None], cols.flip(-1), cols)             # (B, W)
+    padded = F.pad(x, (pad, pad, pad, pad))
+    batch = torch.arange(b, device=x.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -202,7 +225,11 @@ class ImageRun(Run):
     def train_batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One batch (the rows `idx` of the training set): (mean loss, correct predictions), on the device."""
         mark_step(self.runtime, self.device)
-        return self.step_fn(self.model, self.normalize(self.x_train[idx]), self.y_train[idx], self.optimizer, self.ctx)
+        x = self.x_train[idx]
+        if self.recipe.augment == "crop-flip":
+            # Seeded by (run seed, update counter): the same draws when a killed run resumes.
+            x = crop_flip(x, torch.Generator().manual_seed(self.seed * 1_000_003 + self.state.step))
+        return self.step_fn(self.model, self.normalize(x), self.y_train[idx], self.optimizer, self.ctx)
 
     def check_finite(self, losses: torch.Tensor, lo: int, hi: int, epoch: int) -> None:
         """Stop on the first NaN/Inf loss in losses[lo:hi], before anything is checkpointed."""

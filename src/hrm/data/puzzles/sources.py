@@ -6,7 +6,7 @@ way, e.g. sudoku-extreme-1k-aug-1000), so they live here; a variant is a new ent
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 HF = "https://huggingface.co/datasets/sapientinc/{repo}/resolve/main/{file}"
@@ -134,3 +134,9 @@ PUZZLES: dict[str, PuzzleSet] = {
         evaluation=("0d3d703e", "6150a2bd", "74dd1130", "9dfd6313", "c8f0f002"), evaluation_table="train"),
         augmentations=16, seed=42, canvas=8),
 }
+# The augmentation-count ablation (REFERENCE II.6: ~300 versions are about as good as 1,000): the same
+# tasks with another number of augmented versions per task, built the same way.
+ARC_AUGMENTATION_COUNTS = {"arc-demo": (10, 100, 1000), "arc1": (300,)}
+for _base, _counts in ARC_AUGMENTATION_COUNTS.items():
+    for _n in _counts:
+        PUZZLES[f"{_base}-aug{_n}"] = replace(PUZZLES[_base], name=f"{_base}-aug{_n}", augmentations=_n)
