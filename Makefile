@@ -9,7 +9,7 @@ TORCH  := torch==2.14.1 torchvision==0.29.1
 
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install demo test lint cifar-cnn clean-demo gpu-check
+.PHONY: install demo analyses test lint cifar-cnn clean-demo gpu-check
 
 install: $(STAMP)
 
@@ -28,6 +28,13 @@ demo: $(STAMP)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH snakemake --cores 2 --prioritize $(DEMO_FIRST) -- demo
 	@sed -n '/^## What the runs show/,/^## Detail/p' results/demo/tables/summary.md | sed '$$d'
 	@echo "demo table: results/demo/tables/summary.md   runs and figures: results/demo/runs/"
+
+# Every analysis and ablation at demo scale (issue 15; about 25 minutes on 2 CPU cores), then its table.
+# The three longest runs start first so that both cores end together.
+ANALYSES_FIRST := $(foreach e,depth-hrm-20 arc-aug1000-hrm depth-hrm-12,results/analyses/runs/$(e)/seed0/metrics.json)
+analyses: $(STAMP)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH snakemake --cores 2 --prioritize $(ANALYSES_FIRST) -- analyses
+	@echo "tables: results/analyses/tables/analyses.md   figures: results/analyses/figures/"
 
 # Lint first (seconds), then the whole suite on the CPU.
 test: lint

@@ -35,6 +35,12 @@ CASES = {   # (kind, model changes, recipe changes)
     "puzzle-hrm": ("hrm-puzzle", {}, {}),
     "puzzle-hrm-bptt": ("hrm-puzzle", {"gradient": "bptt"}, {}),
     "transformer": ("transformer-puzzle", {}, {}),
+    # The ablation switches (issue 15): the formula follows each.
+    "image-hrm-conv-stem": ("hrm-image", {"stem": "conv", "patch": 4}, {}),
+    "image-hrm-learned-pos": ("hrm-image", {"position": "learned"}, {}),
+    "image-hrm-no-deep-supervision": ("hrm-image", {"deep_supervision": False, "train_segments": 3}, {}),
+    "image-hrm-crop-flip": ("hrm-image", {}, {"augment": "crop-flip"}),
+    "recurrent-transformer": ("transformer-puzzle", {"repeats": 3}, {}),
 }
 
 

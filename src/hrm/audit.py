@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from hrm import paths, stages, studies
+from hrm import ablations, paths, stages, studies
 from hrm.atomic import write_text
 from hrm.config import Experiment, Params
 from hrm.models.registry import count_params
@@ -166,21 +166,33 @@ def audit_page(params: Params) -> str:
     return "\n".join(lines)
 
 
-DEMO_PAGE = """# The demo's results
+POINTER_PAGES = {
+    "demo": """# The demo's results
 
 The demo runs the papers' code paths at toy sizes; it reproduces no paper number. What it shows, in
 words and numbers, is in `tables/summary.md` (each run names the paper experiment it stands in for).
 The audit of the paper numbers is `results/README.md`, written by `hrm report paper`.
-"""
+""",
+    "analysis": """# The analyses and ablations at demo scale
+
+`snakemake --cores 2 analyses` runs the papers' analyses (participation ratio, accuracy per segment
+and halting) and ablations (depth scaling, deep supervision, ARC augmentation counts with voting on
+and off, the image study's follow-ups) on the demo's data at toy sizes. `tables/analyses.md` puts
+each beside the paper's number or claim, and `figures/` draws them; `tables/summary.md` lists every
+run. Demo scale: these are not the papers' settings. The paper-scale versions are experiments of
+the paper group (`hrm describe NAME`), one `dvc repro` each on a GPU.
+""",
+}
 
 
 def write_audit(params: Params, group: str) -> Path:
-    """The group's README: the audit of every paper number (paper), or a pointer (demo)."""
+    """The group's README: the audit of every paper number (paper), or a pointer (demo, analysis)."""
     out = paths.audit_file(group)
-    write_text(out, audit_page(params) if group == "paper" else DEMO_PAGE)
+    write_text(out, audit_page(params) if group == "paper" else POINTER_PAGES[group])
     return out
 
 
 def publish(params: Params, group: str) -> list[Path]:
-    """`hrm report GROUP`: the tables (hrm.report), then the group's README (the audit, for paper)."""
-    return [*report(params, group), write_audit(params, group)]
+    """`hrm report GROUP`: the tables (hrm.report), the analyses table and figures (hrm.ablations), then
+    the group's README (the audit, for paper)."""
+    return [*report(params, group), *ablations.tables(params, group), write_audit(params, group)]

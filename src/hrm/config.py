@@ -24,7 +24,8 @@ from hrm.models.registry import MODEL_CONFIGS, ModelConfig
 
 DEFAULT_PARAMS = Path("params.yaml")
 # `hrm analyze` kinds (hrm.analyze) and the model kinds each applies to: both need an HRM's two states.
-ANALYSIS_MODELS: dict[str, tuple[str, ...]] = {"pr": ("hrm-image", "hrm-puzzle"), "segments": ("hrm-image", "hrm-puzzle")}
+ANALYSIS_MODELS: dict[str, tuple[str, ...]] = {"pr": ("hrm-image", "hrm-puzzle"),
+                                               "segments": ("hrm-image", "hrm-puzzle")}
 GROUPS = ("paper", "demo", "analysis")
 # Ablation families (REFERENCE II.5-II.6, I.7): experiments labelled with one are tabulated and drawn
 # together by the report; the label changes no run.
@@ -73,10 +74,10 @@ class ImageRecipe:
     label_smoothing: float = spec("cross-entropy label smoothing", ge=0, lt=1)
     train_acc: Literal["pre_update", "post_update"] = spec(
         "faithful-mode train accuracy: of the training passes, or a re-run after the updates (REFERENCE I.5)")
-    augment: Literal["none", "crop-flip"] = spec(
-        "none: the study's setting; crop-flip: random crop after zero padding by side/8 pixels (4 on CIFAR) and "
-        "a horizontal flip with p = 0.5, the follow-up the study proposes (REFERENCE I.7)",
-        default="none", ablation=True)
+    augment: Literal["none", "crop", "crop-flip"] = spec(
+        "none: the study's setting; crop: random crop after zero padding by side/8 pixels (4 on CIFAR); crop-flip: "
+        "also a horizontal flip with p = 0.5, the follow-up the study proposes for CIFAR (REFERENCE I.7; a flip "
+        "turns digits into other shapes, so the digits ablation crops only)", default="none", ablation=True)
 
 
 @dataclass(frozen=True)

@@ -28,3 +28,18 @@ _REASONING = {"sudoku-extreme-1k": (55.0, 0.0), "maze-hard-1k": (74.5, 0.0), "ar
 for _ds, (_hrm, _direct) in _REASONING.items():
     PAPER[f"{_ds}-hrm"] = {"params": _HRM_PARAMS[_ds], "test_acc": _hrm}
     PAPER[f"{_ds}-transformer"] = {"params": _HRM_PARAMS[_ds], "test_acc": _direct}
+
+# The reasoning paper's analyses (REFERENCE II.5) and what later analyses found (II.6): the "paper"
+# column of the analyses table. The depth-scaling values are read off a figure, so they are approximate.
+PR_PAPER = {"z_H": 89.95, "z_L": 30.22, "ratio": 2.98, "dimension": 512}
+CLAIMS = {
+    "depth": "Sudoku accuracy vs depth saturates for a plain transformer (~60%) and a recurrent transformer "
+             "(~65%) while HRM keeps improving (~98% with full data) [HRM paper, read from its figure]",
+    "supervision": "the outer refinement loop carries most of the gain: 1 -> 8 loops roughly doubles ARC-1 "
+                   "accuracy [later analyses, REFERENCE II.6]",
+    "arc-augmentations": "~300 training augmentations are about as good as 1,000; voting adds little on ARC-1 "
+                         "for HRM [later analyses, REFERENCE II.6]",
+    "image": "the study proposes crop + flip augmentation (does the HRM/CNN gap narrow?), learned positions "
+             "instead of RoPE, a convolutional stem and no deep supervision as follow-ups; it reports no numbers "
+             "for them [REFERENCE I.7]",
+}

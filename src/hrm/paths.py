@@ -102,8 +102,9 @@ def eval_file(group: str, experiment: str, seed: int) -> Path:
     return _result(EVAL, group, experiment, seed)
 
 
-def table_files(group: str) -> list[Path]:
-    return [Path(TABLE.format(root=group_root(group), table=t, ext=e)) for t in TABLES for e in TABLE_EXTS]
+def table_files(group: str, table: str = "summary") -> list[Path]:
+    """[Markdown, CSV] of one of a group's tables (`TABLES`)."""
+    return [Path(TABLE.format(root=group_root(group), table=table, ext=e)) for e in TABLE_EXTS]
 
 
 def predictions_file(group: str, experiment: str, seed: int) -> Path:

@@ -86,7 +86,7 @@ def _evaluation(path: Path) -> dict[str, Any] | None:
     return result
 
 
-def _status(metrics: dict[str, Any] | None) -> str:
+def run_status(metrics: dict[str, Any] | None) -> str:
     if metrics is None:
         return "not run"
     if not metrics.get("complete", False):
@@ -139,7 +139,7 @@ def long_rows(results: list[RunResult]) -> list[dict[str, Any]]:
         prov = (r.metrics or {}).get("provenance", {})
         device = ((r.metrics or {}).get("gpu") or {}).get("device_name") or prov.get("hardware", {}).get("cpu")
         commit = prov.get("commit")
-        common = {"experiment": r.exp.name, "seed": r.seed, "mode": r.exp.mode, "status": _status(r.metrics),
+        common = {"experiment": r.exp.name, "seed": r.seed, "mode": r.exp.mode, "status": run_status(r.metrics),
                   "device": device, "commit": (commit[:10] + ("+dirty" if prov.get("dirty") else "")) if commit
                   else None, "params_hash": prov.get("params_hash"), "date": prov.get("date"),
                   "command": prov.get("command")}
@@ -169,7 +169,7 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+def markdown_table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             + ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows])
 
@@ -214,7 +214,7 @@ class SeedStats:
 
 
 def seed_stats(results: list[RunResult], exp: Experiment) -> SeedStats | None:
-    values = [r.headline()[1] for r in results if r.exp.name == exp.name and _status(r.metrics) == "complete"]
+    values = [r.headline()[1] for r in results if r.exp.name == exp.name and run_status(r.metrics) == "complete"]
     return SeedStats.of([v for v in values if v is not None])
 
 
@@ -288,7 +288,7 @@ def findings(results: list[RunResult]) -> list[str]:
             else:
                 parts += [f"{r.exp.name} {value:.2f}" for r, (_, value) in done if r.exp is exp and value is not None]
         label = done[0][1][0]
-        cut = [r.name for r in runs if _status(r.metrics) != "complete"]
+        cut = [r.name for r in runs if run_status(r.metrics) != "complete"]
         note = f" (not complete: {', '.join(cut)})" if cut else ""
         lines.append(f"* {dataset}, {label}: {' vs '.join(parts)}{note}.")
         for r, _ in done:
@@ -320,9 +320,9 @@ def markdown(results: list[RunResult], rows: list[dict[str, Any]], group: str) -
                                                                   "command")]] for r in results]
     lines = [f"# HRM studies: paper vs reproduced ({group})", "", INTRO.get(group, ""), "", "## What the runs show",
              "", *findings(results), "", "## Headline: one row per run", "",
-             *_table(["run", "stands in for", "metric", "paper", "reproduced", "difference", "status"], head),
-             "", "## Detail", "", *_table(["run", *detail_labels], detail), "", "## Provenance", "",
-             *_table(["run", "device", "commit", "params hash", "date", "command"], prov), "",
+             *markdown_table(["run", "stands in for", "metric", "paper", "reproduced", "difference", "status"], head),
+             "", "## Detail", "", *markdown_table(["run", *detail_labels], detail), "", "## Provenance", "",
+             *markdown_table(["run", "device", "commit", "params hash", "date", "command"], prov), "",
              f"Paper column: {SOURCE}. A dash means no number (not in the paper, or not run). Test accuracy is "
              "`hrm evaluate`'s (ARC: pass@2 with voting); best test accuracy is the best of training's test "
              "passes (puzzles: exact accuracy, no voting). Mode `faithful` reproduces the author code's quirks "

@@ -36,20 +36,21 @@ def module_file(module: str) -> Path | None:
     return None
 
 
-# The study table names every verb module as a string; a stage depends on its own verb only.
-VERB_TABLE = "hrm.studies"
+# The study table and the analysis table name every verb module as a string; a stage depends on its
+# own verb's module only.
+VERB_TABLES = ("hrm.studies", "hrm.analyze")
 
 
 @cache
 def _imports(module: str, named: bool = True) -> frozenset[str]:
     """hrm modules that `module` imports anywhere in its file (function-level imports included),
     the packages above it (their __init__ runs first), and modules it names in a string for
-    importlib (the model registry's constructors) when `named`, except in the verb table."""
+    importlib (the model registry's constructors) when `named`, except in the verb tables."""
     path = module_file(module)
     assert path is not None, module
     found = {".".join(module.split(".")[:i]) for i in range(1, module.count(".") + 1)}
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and named and module != VERB_TABLE:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and named and module not in VERB_TABLES:
             if node.value.startswith("hrm.") and module_file(node.value):
                 found.add(node.value)
         elif isinstance(node, ast.Import):
@@ -133,7 +134,8 @@ def report_deps(params: Params, group: str) -> list[str]:
 
 
 def report_outputs(group: str) -> list[str]:
-    return [*[str(p) for p in paths.table_files(group)], str(paths.audit_file(group)), str(paths.group_figures(group))]
+    tables = [str(p) for t in paths.TABLES for p in paths.table_files(group, t)]
+    return [*tables, str(paths.audit_file(group)), str(paths.group_figures(group))]
 
 
 def experiment_params(exp: Experiment) -> list[str]:

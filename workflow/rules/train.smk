@@ -74,7 +74,13 @@ rule analyze:
         lambda wc: stages.analyze_deps(experiment(wc), int(wc.seed), wc.analysis),
     output:
         result=paths.ANALYSIS,
-        figure=paths.ANALYSIS_FIGURE,
+        figure=report(
+            paths.ANALYSIS_FIGURE,
+            caption="../report/analysis.rst",
+            category="Analyses",
+            subcategory="{experiment}",
+            labels={"run": "{experiment} seed {seed}", "analysis": "{analysis}"},
+        ),
     log:
         paths.RUN_LOG.format(verb="analyze-{analysis}", root="{root}", experiment="{experiment}", seed="{seed}"),
     wildcard_constraints:

@@ -57,16 +57,16 @@ def trace(s: Subject, segments: int, halt_max: int | None) -> dict[str, Any]:
             else:
                 ok = pred == y
             exact[m] += int(ok.sum())
-            if halt_max is not None and m < halt_max:
-                first = (halt_at == halt_max) & (out.q_halt > out.q_continue) & (m + 1 < halt_max)
+            if halt_max is not None and m < halt_max:   # rows still running that would halt here
+                first = (halt_at == halt_max) & (out.q_halt > out.q_continue)
                 halt_at = torch.where(first, torch.full_like(halt_at, m + 1), halt_at)
                 right_at_halt = torch.where(halt_at == m + 1, ok, right_at_halt)
         if halt_max is not None:
             halting.append(halt_at.cpu().numpy())
             at_halt += int(right_at_halt.sum())
-    result: dict[str, Any] = {"segments": list(range(1, segments + 1)), "accuracy": list(exact / n)}
+    result: dict[str, Any] = {"segments": list(range(1, segments + 1)), "accuracy": (exact / n).tolist()}
     if s.puzzle:
-        result["token_accuracy"] = list(tokens_right / max(1, tokens_total))
+        result["token_accuracy"] = (tokens_right / max(1, tokens_total)).tolist()
     if halt_max is not None:
         steps = np.concatenate(halting)
         result["halting"] = {"rule": "first segment with q_halt > q_continue, else M_max",
@@ -105,15 +105,17 @@ def draw(result: dict[str, Any], title: str, path: Path) -> None:
         ax.plot(result["segments"], [100 * a for a in result["token_accuracy"]], marker=".", ls=":",
                 label="token accuracy")
     ax.axvline(result["trained_segments"], color="grey", ls="--", lw=1, label="trained segments")
-    ax.set(xlabel="segments run", ylabel="test accuracy (%)", title=f"{title}: accuracy after each segment")
+    ax.set(xlabel="segments run", ylabel="test accuracy (%)", title="accuracy after each segment")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     if halting:
         ax = axes[0][1]
         hist = halting["histogram"]
         ax.bar(range(1, len(hist) + 1), hist)
-        ax.set(xlabel="halting step (q_halt > q_continue)", ylabel="test examples",
-               title=f"halting: mean {halting['mean_steps']:.2f} steps, accuracy there "
+        ax.set(xlabel="halting step (first q_halt > q_continue, else M_max)", ylabel="test examples",
+               title=f"halting: mean {halting['mean_steps']:.2f} segments, accuracy there "
                      f"{100 * halting['accuracy_at_halt']:.1f}%")
+        ax.set_xticks(range(1, len(hist) + 1))
         ax.grid(alpha=0.3, axis="y")
+    fig.suptitle(title)
     save(fig, path)

@@ -126,17 +126,17 @@ def make_schedule(exp: Experiment, steps_per_epoch: int) -> Schedule:
     return Schedule(exp.recipe, total, round(exp.recipe.warmup_epochs * steps_per_epoch * per_batch))
 
 
-def crop_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random crop of uint8 images (B, C, H, W) after zero padding by H // 8 on each side, then a
-    horizontal flip with p = 0.5 (REFERENCE I.7; torchvision's RandomCrop(padding=4) + RandomHorizontalFlip
-    on CIFAR). Offsets and flips are drawn on the CPU from `generator`, then gathered on the device."""
+def crop_flip(x: torch.Tensor, generator: torch.Generator, flip: bool = True) -> torch.Tensor:
+    """Random crop of uint8 images (B, C, H, W) after zero padding by H // 8 on each side, then (with
+    `flip`) a horizontal flip with p = 0.5 (REFERENCE I.7; torchvision's RandomCrop(padding=4) +
+    RandomHorizontalFlip on CIFAR). Draws come from `generator` on the CPU; the gather runs on the device."""
     b, _, h, w = x.shape
     pad = max(1, h // 8)
     dy, dx = (torch.randint(0, 2 * pad + 1, (b,), generator=generator) for _ in range(2))
-    flip = torch.rand(b, generator=generator) < 0.5
+    flips = (torch.rand(b, generator=generator) < 0.5) & flip
     rows = (dy[:, None] + torch.arange(h)).to(x.device)                              # (B, H)
     cols = (dx[:, None] + torch.arange(w)).to(x.device)
-    cols = torch.where(flip.to(x.device)[:, None], cols.flip(-1), cols)             # (B, W)
+    cols = torch.where(flips.to(x.device)[:, None], cols.flip(-1), cols)            # (B, W)
     padded = F.pad(x, (pad, pad, pad, pad))
     batch = torch.arange(b, device=x.device)[:, None, None]
     return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
@@ -226,9 +226,10 @@ class ImageRun(Run):
         """One batch (the rows `idx` of the training set): (mean loss, correct predictions), on the device."""
         mark_step(self.runtime, self.device)
         x = self.x_train[idx]
-        if self.recipe.augment == "crop-flip":
+        if self.recipe.augment != "none":
             # Seeded by (run seed, update counter): the same draws when a killed run resumes.
-            x = crop_flip(x, torch.Generator().manual_seed(self.seed * 1_000_003 + self.state.step))
+            x = crop_flip(x, torch.Generator().manual_seed(self.seed * 1_000_003 + self.state.step),
+                          flip=self.recipe.augment == "crop-flip")
         return self.step_fn(self.model, self.normalize(x), self.y_train[idx], self.optimizer, self.ctx)
 
     def check_finite(self, losses: torch.Tensor, lo: int, hi: int, epoch: int) -> None:
