@@ -37,13 +37,13 @@ def test_every_stage_imports_only_what_it_declares(project: Path) -> None:
         "digits-tiny": {"group": "demo", "dataset": "digits", "model": "tiny", "recipe": "tiny", "seeds": [0],
                         "mode": "faithful"},
         "maze-tiny": {"group": "demo", "dataset": "maze-demo", "model": "hrm-puzzle-tiny", "recipe": "maze-tiny",
-                      "seeds": [0]}})
+                      "seeds": [0], "analyses": ["pr", "segments"]}})
     raw["recipes"]["tiny"]["epochs"] = 1
     raw["recipes"]["maze-tiny"] = {**raw["recipes"]["maze-demo"], "epochs": 1, "eval_interval": 1,
                                    "batch_size": 500, "eval_halt_steps": [1]}
     write_params(project, raw)
     table = stages.stage_table(load_params())
-    assert {s.verb for s in table} == {"download", "build", "train", "evaluate", "report"}
+    assert {s.verb for s in table} == {"download", "build", "train", "evaluate", "analyze", "report"}
     # What `python -m hrm` loads to read the params and choose a verb: `hrm check` runs nothing else.
     # Every other module a stage imports must be among the stage's declared dependencies.
     dispatcher = imported_by(["check"], project)
@@ -55,16 +55,21 @@ def test_every_stage_imports_only_what_it_declares(project: Path) -> None:
         unused = declared(stage) - used
         # Declared but not imported: only the model modules the registry names for importlib (a run
         # imports its own kind's; the report imports none).
-        assert unused <= {"hrm.models.cnn", "hrm.models.hrm", "hrm.models.act", "hrm.models.layers",
-                          "hrm.models.init"}, f"{stage.name}: {sorted(unused)}"
+        allowed = {"hrm.models.cnn", "hrm.models.hrm", "hrm.models.act", "hrm.models.layers", "hrm.models.init"}
+        if stage.verb == "analyze":   # one loader serves both studies: the image readers are declared, unused here
+            allowed |= {"hrm.data.build", "hrm.data.formats", "hrm.evaluate.image_pass"}
+        assert unused <= allowed, f"{stage.name}: {sorted(unused)}"
 
 
 def test_deps_follow_imports_not_folders() -> None:
-    """Files only evaluation imports are dependencies of evaluation stages only; data stages see no model code."""
+    """Files only evaluation imports are dependencies of evaluation stages only (the figure helpers: of the
+    analyses too); an analysis depends on its own kind's module only; data stages see no model code."""
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     for stage in stages.stage_table(params):
         study = params.experiment(stage.cmd.split()[4]).study.name if stage.verb in ("train", "evaluate") else None
-        assert ("src/hrm/evaluate/figures.py" in stage.deps) == (stage.verb == "evaluate"), stage.name
+        assert ("src/hrm/evaluate/figures.py" in stage.deps) == (stage.verb in ("evaluate", "analyze")), stage.name
+        for kind in ("pr", "segments"):
+            assert (f"src/hrm/analyze/{kind}.py" in stage.deps) == stage.name.startswith(f"analyze-{kind}-")
         assert ("src/hrm/evaluate/voting.py" in stage.deps) == (stage.verb == "evaluate" and study == "puzzle")
         assert ("src/hrm/train/run.py" in stage.deps) == (stage.verb == "train"), stage.name
         if stage.verb in ("download", "build"):

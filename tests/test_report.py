@@ -129,3 +129,11 @@ def test_audit_places_the_paper_against_our_seeds_and_sets_other_modes_beside(pr
             "counts batches, the HRM updates twice per batch; REFERENCE I.5.1), so the weights stop changing; test "
             "accuracy by epoch: 96.90, 97.48, 97.48.") in md
     assert "mnist-hrm-corrected seed 42: the learning rate is 0" not in md      # its rate stays above 0
+    # The paper's participation ratio, and where ours would come from; an ablation set beside its anchor.
+    assert "Participation ratio, paper (27M Sudoku HRM, D = 512): z_H 89.95, z_L 30.22, ratio 2.98. " \
+           "Measured here: none yet." in page
+    assert "`dvc repro analyze-pr-sudoku-extreme-1k-hrm-seed0`" in page
+    assert "| cifar10-cnn-crop-flip | faithful | — | cifar10-cnn | — | not run yet |" in page
+    assert "| arc1-aug300-hrm | — | — | arc1-hrm | — | not run yet |" in page
+    analyses = paths.table_files("paper", "analyses")[0].read_text()
+    assert "| sudoku-extreme-1k-hrm-mmax1 seed 0 | hrm-puzzle | 1 | test accuracy (%) | — | not run |" in analyses

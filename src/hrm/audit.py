@@ -15,7 +15,7 @@ from hrm import ablations, paths, stages, studies
 from hrm.atomic import write_text
 from hrm.config import Experiment, Params
 from hrm.models.registry import count_params
-from hrm.paper import PAPER, SOURCE
+from hrm.paper import PAPER, PR_PAPER, SOURCE
 from hrm.report import METRICS, PAPER_KEY, RunResult, collect, report, seed_stats
 
 # Labels and metrics.json keys of the paper's numbers: the report's, plus the epoch counts.
@@ -109,6 +109,16 @@ def row(results: list[RunResult], exp: Experiment, key: str, published: float) -
             f"reproduced here ({_where(results, exp)}{spread})"]
 
 
+def _anchor(params: Params, exp: Experiment) -> Experiment | None:
+    """The paper experiment a run is set beside: same data set (or the one it varies, e.g. arc1 for
+    arc1-aug300) and, where there is one, the same model kind."""
+    def same_data(e: Experiment) -> bool:
+        return exp.dataset == e.dataset or exp.dataset.startswith(e.dataset + "-")
+
+    paper = [e for e in params.experiments.values() if e.name in PAPER and same_data(e)]
+    return next((e for e in paper if e.model.kind == exp.model.kind), paper[0] if paper else None)
+
+
 def beside_rows(results: list[RunResult], params: Params) -> list[list[str]]:
     """Paper-group runs the paper does not report (other modes, other models), each against the paper
     experiment on the same data set: what the author code's quirks cost, what another model does."""
@@ -116,14 +126,14 @@ def beside_rows(results: list[RunResult], params: Params) -> list[list[str]]:
     for exp in dict.fromkeys(r.exp for r in results):
         if exp.name in PAPER:
             continue
-        anchor = next((e for e in params.experiments.values() if e.name in PAPER and e.dataset == exp.dataset), None)
+        anchor = _anchor(params, exp)
         ours, theirs = seed_stats(results, exp), anchor and seed_stats(results, anchor)
         if ours is None:
-            out.append([exp.name, str(exp.mode), "—", anchor.name if anchor else "—", "—", "not run yet"])
+            out.append([exp.name, exp.mode or "—", "—", anchor.name if anchor else "—", "—", "not run yet"])
             continue
         text, against = ours.short(), theirs.short() if theirs else "—"
         diff = f"{ours.mean - theirs.mean:+.2f}" if theirs else "—"
-        out.append([exp.name, str(exp.mode), text, f"{anchor.name} ({anchor.mode}): {against}" if anchor else "—",
+        out.append([exp.name, exp.mode or "—", text, f"{anchor.name} ({anchor.mode}): {against}" if anchor else "—",
                     diff, f"run here ({_where(results, exp)})"])
     return out
 
@@ -163,7 +173,24 @@ def audit_page(params: Params) -> str:
                   "I.5); the difference is ours minus the paper experiment's run here, never a paper number.", "",
                   "| " + " | ".join(head) + " |", "|" + "---|" * len(head),
                   *["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |" for cells in beside], ""]
-    return "\n".join(lines)
+    return "\n".join(lines + analyses_section(params, results))
+
+
+def analyses_section(params: Params, results: list[RunResult]) -> list[str]:
+    """Where the paper's analyses (participation ratio) and the ablations stand: tables/analyses.md."""
+    measured = [f"{r.name}: z_H {cells[1]:.2f}, z_L {cells[2]:.2f}, ratio {cells[3]:.2f} (D = {cells[0]}; "
+                f"untrained {cells[4]:.2f} / {cells[5]:.2f})" for r, cells in ablations.pr_rows("paper", results)
+                if cells[1] is not None]
+    pending = [f"`dvc repro analyze-pr-{stages.run_name(e, s)}`" for e in params.experiments.values()
+               if e.group == "paper" and "pr" in e.analyses and e.study.name == "puzzle" for s in e.seeds]
+    return ["## Analyses and ablations", "",
+            f"Participation ratio, paper (27M Sudoku HRM, D = {PR_PAPER['dimension']}): z_H {PR_PAPER['z_H']}, "
+            f"z_L {PR_PAPER['z_L']}, ratio {PR_PAPER['ratio']}. Measured here: "
+            + ("; ".join(measured) if measured else "none yet") + ". The puzzle runs' analyses are one command each "
+            f"on a GPU once the run exists: {', '.join(pending)}. Every analysis and the paper-scale ablation "
+            "experiments (depth, deep supervision, ARC augmentation count, the image study's follow-ups) are "
+            "tabulated beside the papers' numbers or claims in `tables/analyses.md`, drawn in `figures/`; the "
+            "demo-scale versions run with `make analyses` (`results/analyses/`).", ""]
 
 
 POINTER_PAGES = {
