@@ -137,6 +137,15 @@ def test_analyses_are_stages_with_their_own_code(project: Path) -> None:
     assert load_params().experiment("hrm-digits").params_hash() == bare
 
 
+def test_the_kinds_are_the_same_in_params_and_in_the_verb() -> None:
+    import typing
+
+    from hrm import analyze
+    from hrm.config import ANALYSIS_MODELS, Analysis
+
+    assert set(typing.get_args(Analysis)) == set(ANALYSIS_MODELS) == set(analyze.KINDS)
+
+
 def test_an_analysis_the_model_cannot_have_is_refused(project: Path) -> None:
     raw = tiny_params(**{"cnn": {"group": "demo", "dataset": "digits", "model": "tiny", "recipe": "tiny",
                                  "seeds": [0], "mode": "faithful", "analyses": ["pr"]}})

@@ -25,6 +25,7 @@ from hrm import paths  # noqa: E402
 from hrm.atomic import atomic_dir, write_text  # noqa: E402
 from hrm.config import ABLATIONS, Experiment, Params  # noqa: E402
 from hrm.errors import DataError  # noqa: E402
+from hrm.evaluate.figures import save  # noqa: E402
 from hrm.models.registry import effective_depth  # noqa: E402
 from hrm.paper import CLAIMS, PR_PAPER  # noqa: E402
 from hrm.report import RunResult, collect, markdown_table, run_status  # noqa: E402
@@ -156,8 +157,7 @@ def draw_family(family: str, rows: list[dict[str, Any]], scale: str, path: Path)
         ax.legend(fontsize=7)
     ax.set_title(f"{TITLES[family]} ({scale})", fontsize=9)
     ax.grid(alpha=0.3)
-    fig.savefig(path, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save(fig, path)
 
 
 def draw_pr(group: str, results: list[RunResult], scale: str, path: Path) -> bool:
@@ -176,8 +176,7 @@ def draw_pr(group: str, results: list[RunResult], scale: str, path: Path) -> boo
     ax.set(ylabel="participation ratio", yscale="log", title=f"Participation ratio ({scale})")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, axis="y")
-    fig.savefig(path, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save(fig, path)
     return True
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 # kind -> (module, what it measures); the model kinds each applies to: hrm.config.ANALYSIS_MODELS
@@ -21,12 +20,9 @@ KINDS: dict[str, tuple[str, str]] = {
 
 def run(kind: str) -> Callable[..., Any]:
     """The kind's `analyze(params, name, seed) -> Path` (imports torch only now)."""
-    return importlib.import_module(KINDS[kind][0]).analyze
+    return importlib.import_module(module(kind)).analyze
 
 
 def module(kind: str) -> str:
     return KINDS[kind][0]
 
-
-def result_path(kind: str, folder: Path) -> Path:
-    return folder / f"{kind}.json"

@@ -27,7 +27,7 @@ from hrm.config import Experiment, ImageRecipe, Params
 from hrm.data import build as built
 from hrm.errors import NumericalError
 from hrm.evaluate.image_pass import Normalizer, predict
-from hrm.gpu import synchronize
+from hrm.gpu import synchronize, to_device
 from hrm.models.registry import build_model, count_params
 from hrm.optim import adamw, lr_at, set_lr
 from hrm.progress import Progress
@@ -132,11 +132,13 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator, flip: bool = True) ->
     RandomHorizontalFlip on CIFAR). Draws come from `generator` on the CPU; the gather runs on the device."""
     b, _, h, w = x.shape
     pad = max(1, h // 8)
-    dy, dx = (torch.randint(0, 2 * pad + 1, (b,), generator=generator) for _ in range(2))
-    flips = (torch.rand(b, generator=generator) < 0.5) & flip
-    rows = (dy[:, None] + torch.arange(h)).to(x.device)                              # (B, H)
-    cols = (dx[:, None] + torch.arange(w)).to(x.device)
-    cols = torch.where(flips.to(x.device)[:, None], cols.flip(-1), cols)            # (B, W)
+    # One small copy per batch, pinned and asynchronous (no host sync on a GPU).
+    draws = torch.stack([torch.randint(0, 2 * pad + 1, (b,), generator=generator) for _ in range(2)]
+                        + [((torch.rand(b, generator=generator) < 0.5) & flip).long()])
+    dy, dx, flips = to_device(draws, x.device)
+    rows = dy[:, None] + torch.arange(h, device=x.device)                             # (B, H)
+    cols = dx[:, None] + torch.arange(w, device=x.device)
+    cols = torch.where(flips.bool()[:, None], cols.flip(-1), cols)                    # (B, W)
     padded = F.pad(x, (pad, pad, pad, pad))
     batch = torch.arange(b, device=x.device)[:, None, None]
     return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
