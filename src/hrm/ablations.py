@@ -25,7 +25,6 @@ from hrm import paths  # noqa: E402
 from hrm.atomic import atomic_dir, write_text  # noqa: E402
 from hrm.config import ABLATIONS, Experiment, Params  # noqa: E402
 from hrm.errors import DataError  # noqa: E402
-from hrm.evaluate.figures import save  # noqa: E402
 from hrm.models.registry import effective_depth  # noqa: E402
 from hrm.paper import CLAIMS, PR_PAPER  # noqa: E402
 from hrm.report import RunResult, collect, markdown_table, run_status  # noqa: E402
@@ -132,6 +131,13 @@ def segment_rows(group: str, results: list[RunResult]) -> list[list[Any]]:
         out.append([r.name, a["metric"], curve, h.get("mean_steps"), _pct(h.get("accuracy_at_halt")),
                     " / ".join(str(n) for n in h.get("histogram", [])) or "— (no Q head)"])
     return out
+
+
+def save(fig: plt.Figure, path: Path) -> None:
+    """Into the figures folder being written (atomic as a whole: `atomic_dir`); the report stays
+    independent of the per-run figure code of hrm.evaluate."""
+    fig.savefig(path, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
 
 
 def draw_family(family: str, rows: list[dict[str, Any]], scale: str, path: Path) -> None:
