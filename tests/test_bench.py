@@ -41,6 +41,14 @@ CASES = {   # (kind, model changes, recipe changes)
     "image-hrm-no-deep-supervision": ("hrm-image", {"deep_supervision": False, "train_segments": 3}, {}),
     "image-hrm-crop-flip": ("hrm-image", {}, {"augment": "crop-flip"}),
     "recurrent-transformer": ("transformer-puzzle", {"repeats": 3}, {}),
+    # TRM and its switches (issue 16); the HRM gets TRM's switches too.
+    "trm": ("trm-puzzle", {}, {}),
+    "trm-mlp": ("trm-puzzle", {"mixer": "mlp"}, {}),
+    "trm-one-step-separate-q-learning": ("trm-puzzle", {"gradient": "one-step", "networks": "separate",
+                                                        "halting": "q-learning"}, {}),
+    "trm-ema": ("trm-puzzle", {}, {"ema": 0.999}),
+    "puzzle-hrm-shared-last-cycle-single-pass": ("hrm-puzzle", {"networks": "shared", "gradient": "last-cycle",
+                                                                "halting": "single-pass"}, {}),
 }
 
 

@@ -19,7 +19,7 @@ from hrm.checkpoint import RunState
 from hrm.config import load_params
 from hrm.losses import act_loss
 from hrm.models.act import act_step, initial_state
-from hrm.models.registry import PuzzleHRMConfig, Shape, build_model
+from hrm.models.registry import PuzzleHRMConfig, Shape, TRMConfig, build_model
 from hrm.optim import adamw
 from hrm.train.image import StepContext, hrm_image_step, make_schedule
 
@@ -49,26 +49,40 @@ PUZZLE_CONFIG = PuzzleHRMConfig(
     halt_max_steps=4, halt_exploration=0.0)
 
 
-def puzzle_name_map(layers: int = 2) -> dict[str, str]:
-    """Authors' state_dict names -> ours."""
+# TRM (SamsungSAILMontreal/TinyRecursiveModels): one network, T=3 recursions of n=2, a 16-position prefix.
+def trm_config(mixer: str) -> TRMConfig:
+    return TRMConfig(hidden=64, heads=4, mlp_inner=256, mlp="swiglu", norm_gain=False, norm_eps=1e-5, rope="half",
+                     rope_base=10000.0, kind="trm-puzzle", layers=2, recursions=3, latent_steps=2, mixer=mixer,
+                     puzzle_prefix=16, halt_max_steps=4, halt_exploration=0.0)
+
+
+TRM_FIXTURES = {"attention": "trm-tiny.npz", "mlp": "trm-mlp-tiny.npz"}
+
+
+def puzzle_name_map(layers: int = 2, levels: tuple[tuple[str, str], ...] = (("H", "f_h"), ("L", "f_l")),
+                    mixer: str = "attention") -> dict[str, str]:
+    """Authors' state_dict names -> ours (TRM: the one L_level network is our f_l)."""
     names = {"inner.embed_tokens.embedding_weight": "tokens.weight", "inner.lm_head.weight": "lm_head.weight",
              "inner.q_head.weight": "q_head.weight", "inner.q_head.bias": "q_head.bias",
              "inner.puzzle_emb.weights": "puzzle.table", "inner.H_init": "z0_h", "inner.L_init": "z0_l"}
-    for theirs, ours in (("H", "f_h"), ("L", "f_l")):
+    for theirs, ours in levels:
         for i in range(layers):
             a, b = f"inner.{theirs}_level.layers.{i}.", f"reasoner.{ours}.blocks.{i}."
-            names |= {a + "self_attn.qkv_proj.weight": b + "attn.qkv.weight",
-                      a + "self_attn.o_proj.weight": b + "attn.out.weight",
-                      a + "mlp.gate_up_proj.weight": b + "mlp.up.weight",
-                      a + "mlp.down_proj.weight": b + "mlp.down.weight"}
+            names |= {a + "mlp.gate_up_proj.weight": b + "mlp.up.weight", a + "mlp.down_proj.weight": b + "mlp.down.weight"}
+            if mixer == "mlp":
+                names |= {a + "mlp_t.gate_up_proj.weight": b + "token_mlp.up.weight",
+                          a + "mlp_t.down_proj.weight": b + "token_mlp.down.weight"}
+            else:
+                names |= {a + "self_attn.qkv_proj.weight": b + "attn.qkv.weight",
+                          a + "self_attn.o_proj.weight": b + "attn.out.weight"}
     return names
 
 
-def _puzzle_model(fx: dict[str, np.ndarray]) -> torch.nn.Module:
-
-    model = build_model(PUZZLE_CONFIG, Shape(classes=11, seq_len=16, puzzle_ids=4))
-    model.load_state_dict({ours: torch.from_numpy(fx[theirs]) for theirs, ours in puzzle_name_map().items()},
-                          strict=True)
+def _puzzle_model(fx: dict[str, np.ndarray], config: PuzzleHRMConfig | TRMConfig = PUZZLE_CONFIG,
+                  names: dict[str, str] | None = None) -> torch.nn.Module:
+    model = build_model(config, Shape(classes=11, seq_len=16, puzzle_ids=4))
+    names = names or puzzle_name_map()
+    model.load_state_dict({ours: torch.from_numpy(fx[theirs]) for theirs, ours in names.items()}, strict=True)
     return model
 
 
@@ -80,11 +94,9 @@ def _close(ours: torch.Tensor, theirs: np.ndarray, what: str, tol: dict) -> None
     np.testing.assert_allclose(ours.detach().double().numpy(), theirs.astype(np.float64), err_msg=what, **tol)
 
 
-@pytest.mark.parametrize("mode", ["train", "eval"])
-def test_puzzle_hrm_matches_authors(mode: str) -> None:
-    fx = _load("puzzle-hrm-tiny.npz")
+def _check_act_run(fx: dict[str, np.ndarray], model: torch.nn.Module, names: dict[str, str], mode: str) -> None:
+    """Four ACT calls on the fixture's batch: halting, outputs, carries, losses; step-1 gradients."""
     torch.set_num_threads(1)
-    model = _puzzle_model(fx)
     model.train(mode == "train")
     x, y, pid = _batch(fx)
     state = initial_state(model, x, y, pid)
@@ -100,21 +112,38 @@ def test_puzzle_hrm_matches_authors(mode: str) -> None:
                              (out.out.q_continue, "q_continue_logits"), (state.carry.z_h, "z_H"),
                              (state.carry.z_l, "z_L")):
             _close(ours, fx[key + theirs], key + theirs, PUZZLE_TOL)
-        if mode == "train":
+        if key + "target_q_continue" in fx:
             _close(out.target_q_continue, fx[key + "target_q_continue"], key + "target_q_continue", PUZZLE_TOL)
             _close(loss.q_continue, fx[key + "q_continue_loss"], key + "q_continue_loss", PUZZLE_TOL)
+        else:                    # single-pass halting: no continue target, no continue loss
+            assert out.target_q_continue is None and float(loss.q_continue) == 0.0
         for ours, theirs in ((loss.total, "loss"), (loss.lm, "lm_loss"), (loss.q_halt, "q_halt_loss")):
             _close(ours, fx[key + theirs], key + theirs, PUZZLE_TOL)
         if mode == "train" and t == 1:
             loss.total.backward()
             grads = {n: p.grad for n, p in model.named_parameters()}
-            mapped = {ours: theirs for theirs, ours in puzzle_name_map().items()}
-            assert len(grads) == 20
+            mapped = {ours: theirs for theirs, ours in names.items()}
+            assert len(grads) == sum(k.startswith("grad/") for k in fx) - 2   # less the puzzle rows and ids
             for name, grad in grads.items():
                 _close(grad, fx["grad/" + mapped[name]], "grad " + name, PUZZLE_TOL)
             touched = out.out.puzzle_rows
             _close(touched.rows.grad, fx["grad/inner.puzzle_emb.local_weights"], "puzzle grad", PUZZLE_TOL)
             np.testing.assert_array_equal(touched.ids.numpy(), fx["grad/inner.puzzle_emb.local_ids"])
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_puzzle_hrm_matches_authors(mode: str) -> None:
+    fx = _load("puzzle-hrm-tiny.npz")
+    _check_act_run(fx, _puzzle_model(fx), puzzle_name_map(), mode)
+
+
+@pytest.mark.parametrize("mixer", ["attention", "mlp"])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_trm_matches_authors(mixer: str, mode: str) -> None:
+    """TRM-Att and TRM-MLP: the last recursion's full gradient, single-pass halting, the 16-position prefix."""
+    fx = _load(TRM_FIXTURES[mixer])
+    names = puzzle_name_map(levels=(("L", "f_l"),), mixer=mixer)
+    _check_act_run(fx, _puzzle_model(fx, trm_config(mixer), names), names, mode)
 
 
 def test_puzzle_golden_fails_on_a_wrong_weight() -> None:

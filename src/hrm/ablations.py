@@ -2,7 +2,7 @@
 
 Analyses (`hrm analyze`): the participation ratio beside the paper's, and accuracy per segment with
 the halting steps. Ablations: experiments carrying an `ablations` label are tabulated by family
-(depth, supervision, arc-augmentations, image) with the setting that varies, read from their
+(depth, supervision, arc-augmentations, image, trm) with the setting that varies, read from their
 configs, and drawn. Numbers come from run files only; the paper's from hrm.paper. A run not yet
 made is "not run"; every table of a group other than paper says "demo scale".
 """
@@ -26,13 +26,14 @@ from hrm.atomic import atomic_dir, write_text  # noqa: E402
 from hrm.config import ABLATIONS, Experiment, Params  # noqa: E402
 from hrm.errors import DataError  # noqa: E402
 from hrm.models.registry import effective_depth  # noqa: E402
-from hrm.paper import CLAIMS, PR_PAPER  # noqa: E402
+from hrm.paper import CLAIMS, PR_PAPER, TRM_SWITCHES  # noqa: E402
 from hrm.report import RunResult, collect, markdown_table, run_status  # noqa: E402
 from hrm.studies import ALL_DATASETS  # noqa: E402
 
 TITLES = {"depth": "Depth scaling (REFERENCE II.5)", "supervision": "Deep supervision: segments trained (II.6)",
           "arc-augmentations": "ARC augmentations at build time, voting on and off (II.6)",
-          "image": "The image study's follow-ups (I.7)"}
+          "image": "The image study's follow-ups (I.7)",
+          "trm": "TRM's design choices as switches, on Sudoku, for TRM and HRM (V.4)"}
 BASELINE = "none (the paper's model and recipe)"
 CSV_COLUMNS = ("section", "experiment", "seed", "setting", "metric", "value", "status", "commit", "date")
 
@@ -57,6 +58,17 @@ def switches(obj: Any) -> dict[str, Any]:
             if f.metadata.get("ablation") and getattr(obj, f.name) != f.default}
 
 
+def changes(e: Experiment) -> str:
+    """The model's and recipe's switches away from the paper setting of the model's kind, as text
+    (TRM's recipe has EMA 0.999: for a TRM, no EMA is the change)."""
+    found = {**switches(e.model), **switches(e.recipe)}
+    found.pop("ema", None)
+    ema = getattr(e.recipe, "ema", 0.0)          # puzzle recipes only
+    if ema != PAPER_EMA.get(e.model.kind, 0.0):
+        found["ema"] = ema
+    return ", ".join(f"{k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in found.items())
+
+
 def depth_family(exp: Experiment) -> str:
     if exp.model.kind == "transformer-puzzle":
         return "recurrent transformer" if exp.model.repeats > 1 else "transformer"
@@ -70,10 +82,11 @@ AXES: dict[str, tuple[str, Callable[[Experiment], Any], Callable[[Experiment], s
                     lambda e: e.model.kind),
     "arc-augmentations": ("augmented versions per task", lambda e: ALL_DATASETS[e.dataset].augmentations,
                           lambda e: "HRM"),
-    "image": ("change from the paper's setting", lambda e: ", ".join(
-        f"{k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in
-        {**switches(e.model), **switches(e.recipe)}.items()) or BASELINE, lambda e: e.model.kind),
+    "image": ("change from the paper's setting", lambda e: changes(e) or BASELINE, lambda e: e.model.kind),
+    "trm": ("change from the model's paper setting", lambda e: changes(e) or BASELINE,
+            lambda e: {"trm-puzzle": "TRM", "hrm-puzzle": "HRM"}.get(e.model.kind, e.model.kind)),
 }
+PAPER_EMA = {"trm-puzzle": 0.999}     # the EMA rate of each model kind's paper recipe (others: none)
 
 
 def _score(r: RunResult) -> float | None:
@@ -96,8 +109,10 @@ def family_rows(results: list[RunResult], family: str) -> list[dict[str, Any]]:
             a = r.at_trained
             row["one view"] = _pct(a.get("one_view_pass@1"))
             row["voted pass@1"] = _pct(a.get("pass@1"))
+        if family == "trm":
+            row["paper"] = TRM_SWITCHES.get("" if row["x"] == BASELINE else row["x"]) if row["series"] == "TRM" else None
         rows.append(row)
-    if family == "image":     # each model's baseline first, then its variants
+    if family in ("image", "trm"):     # each model's baseline first, then its variants
         return sorted(rows, key=lambda x: (x["series"], x["x"] != BASELINE, x["x"]))
     return sorted(rows, key=lambda x: (x["series"], x["x"]))
 
@@ -143,12 +158,12 @@ def save(fig: plt.Figure, path: Path) -> None:
 def draw_family(family: str, rows: list[dict[str, Any]], scale: str, path: Path) -> None:
     label = AXES[family][0]
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    if family == "image":
+    if family in ("image", "trm"):
         done = [r for r in rows if r["value"] is not None]
         names = [f"{r['series']}\n{r['x']}" for r in done]
         ax.barh(range(len(done)), [r["value"] for r in done])
         ax.set_yticks(range(len(done)), names, fontsize=6)
-        ax.set(xlabel="test accuracy (%)")
+        ax.set(xlabel=f"test score (%): {rows[0]['metric']}")
     else:
         for series in dict.fromkeys(r["series"] for r in rows):
             pts = [(r["x"], r["value"]) for r in rows if r["series"] == series and r["value"] is not None]
@@ -224,10 +239,12 @@ def tables(params: Params, group: str) -> list[Path]:
             if not rows:
                 lines.append("No experiment of this group carries this label.")
                 continue
-            extra = ["pass@1, one view, no voting (%)", "pass@1, voted (%)"] if family == "arc-augmentations" else []
-            lines += markdown_table(["run", "series", AXES[family][0], "metric", "ours", *extra, "status"],
-                            [[r["run"], r["series"], r["x"], r["metric"], r["value"],
-                              *([r["one view"], r["voted pass@1"]] if extra else []), r["status"]] for r in rows])
+            extra = {"arc-augmentations": ["one view", "voted pass@1"], "trm": ["paper"]}.get(family, [])
+            labels = {"one view": "pass@1, one view, no voting (%)", "voted pass@1": "pass@1, voted (%)",
+                      "paper": "TRM paper, Sudoku-Extreme (%)"}
+            lines += markdown_table(["run", "series", AXES[family][0], "metric", "ours", *[labels[k] for k in extra],
+                                     "status"], [[r["run"], r["series"], r["x"], r["metric"], r["value"],
+                                                  *[r[k] for k in extra], r["status"]] for r in rows])
             if any(r["value"] is not None for r in rows):
                 draw_family(family, rows, scale, folder / f"{family}.png")
                 lines += ["", f"Figure: `figures/{family}.png`."]

@@ -24,13 +24,13 @@ from hrm.models.registry import MODEL_CONFIGS, ModelConfig
 
 DEFAULT_PARAMS = Path("params.yaml")
 # `hrm analyze` kinds (hrm.analyze) and the model kinds each applies to: both need an HRM's two states.
-ANALYSIS_MODELS: dict[str, tuple[str, ...]] = {"pr": ("hrm-image", "hrm-puzzle"),
-                                               "segments": ("hrm-image", "hrm-puzzle")}
+ANALYSIS_MODELS: dict[str, tuple[str, ...]] = {"pr": ("hrm-image", "hrm-puzzle", "trm-puzzle"),
+                                               "segments": ("hrm-image", "hrm-puzzle", "trm-puzzle")}
 GROUPS = ("paper", "demo", "analysis")
 # Ablation families (REFERENCE II.5-II.6, I.7): experiments labelled with one are tabulated and drawn
 # together by the report; the label changes no run.
-ABLATIONS = ("depth", "supervision", "arc-augmentations", "image")
-Ablation = Literal["depth", "supervision", "arc-augmentations", "image"]
+ABLATIONS = ("depth", "supervision", "arc-augmentations", "image", "trm")
+Ablation = Literal["depth", "supervision", "arc-augmentations", "image", "trm"]
 Analysis = Literal["pr", "segments"]
 
 
@@ -100,6 +100,9 @@ class PuzzleRecipe:
     eval_halt_steps: tuple[int, ...] = spec("inference-time scaling: also score after these segment counts", ge=1)
     max_steps: int = spec("stop after this many optimizer steps (0 = the full schedule); a run so cut "
                           "is reported as cut short", ge=0)
+    ema: float = spec("rate of an exponential moving average of the weights, updated after every step and used "
+                      "for evaluation and model.pt (TRM: 0.999, the puzzle embedding excluded); 0 = none (HRM)",
+                      ge=0, lt=1, default=0.0, ablation=True)
 
 
 @dataclass(frozen=True)

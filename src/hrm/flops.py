@@ -14,30 +14,35 @@ are elementwise and left out. The rules:
 An HRM segment runs N*T low-level calls and N high-level ones; with the one-step gradient only
 the last of each is differentiated, with `gradient: bptt` all of them. A training step is:
 image HRM: `train_segments` segments, each forward and backward (plus, in faithful mode with
-`train_acc: post_update`, one forward of `eval_segments` segments); puzzle HRM: one segment forward
-and backward plus the no-grad segment that computes the Q-learning target (M_max > 1); CNN: one
-forward and backward. tests/test_flops.py checks every formula against torch's FlopCounterMode.
+`train_acc: post_update`, one forward of `eval_segments` segments); puzzle HRM and TRM: one segment forward
+and backward plus, with Q-learning halting and M_max > 1, the no-grad segment that computes the
+continue target; CNN: one forward and backward. tests/test_flops.py checks every formula against torch's FlopCounterMode.
 No torch here.
 """
 
 from __future__ import annotations
 
-from hrm.models.registry import BlockConfig, CNNConfig, HRMCore, ImageHRMConfig, ModelConfig, Shape
+from hrm.models.registry import (BlockConfig, CNNConfig, HRMCore, ImageHRMConfig, ModelConfig, Recurrent, Shape,
+                                 TRMConfig, glu_inner)
 
 
 def block_forward(c: BlockConfig, batch: int, seq: int) -> int:
-    """One transformer block on `batch` sequences of `seq` tokens."""
+    """One transformer block on `batch` sequences of `seq` tokens (TRM-MLP: a SwiGLU over the tokens
+    of each of the D channels instead of attention)."""
     n, d, inner = batch * seq, c.hidden, c.mlp_inner
+    if getattr(c, "mixer", "attention") == "mlp":
+        return 2 * n * 3 * d * inner + 2 * batch * d * 3 * seq * glu_inner(seq)
     return 2 * n * (4 * d * d + 3 * d * inner) + 2 * 2 * n * seq * d
 
 
-def reasoner(c: HRMCore, batch: int, seq: int) -> tuple[int, int]:
-    """(forward, backward) FLOPs of one HRM segment's recurrence."""
+def reasoner(c: Recurrent, batch: int, seq: int) -> tuple[int, int]:
+    """(forward, backward) FLOPs of one segment's recurrence: the graded low steps (one, the last
+    cycle's T, or all) and the high steps among them are differentiated."""
     low, high = c.low_layers * block_forward(c, batch, seq), c.high_layers * block_forward(c, batch, seq)
-    n_low, n_high = c.high_cycles * c.low_steps, c.high_cycles
+    t, n_low, n_high = c.low_steps, c.high_cycles * c.low_steps, c.high_cycles
     forward = n_low * low + n_high * high
-    graded = forward if c.gradient == "bptt" else low + high
-    return forward, 2 * graded
+    graded_low = {"one-step": 1, "last-cycle": t, "bptt": n_low}[c.gradient]
+    return forward, 2 * (graded_low * low + -(-graded_low // t) * high)
 
 
 def embedding(c: ImageHRMConfig, ch: int, h: int, w: int, batch: int) -> tuple[int, int]:
@@ -71,14 +76,14 @@ def image_hrm_step(c: ImageHRMConfig, data: Shape, batch: int, post_update_acc: 
 def puzzle_step(c: ModelConfig, data: Shape, batch: int) -> int:
     """One segment with its update (the optimizer step), plus the target pass where M_max > 1."""
     assert isinstance(c, BlockConfig)
-    seq = data.seq_len + 1                       # the puzzle-id prefix token
+    seq = data.seq_len + c.puzzle_prefix         # the puzzle-id prefix positions
     heads = 2 * batch * data.seq_len * c.hidden * data.classes + 2 * batch * c.hidden * 2   # LM and Q heads
-    if isinstance(c, HRMCore):
+    if isinstance(c, HRMCore | TRMConfig):
         fwd, bwd = reasoner(c, batch, seq)
     else:                                        # the direct baseline: its stack once, all of it trained
         fwd = c.layers * c.repeats * block_forward(c, batch, seq)   # type: ignore[attr-defined]
         bwd = 2 * fwd
-    target = fwd + heads if getattr(c, "halt_max_steps", 1) > 1 else 0
+    target = fwd + heads if c.halt_max_steps > 1 and c.halting == "q-learning" else 0
     return fwd + heads + bwd + 2 * heads + target
 
 

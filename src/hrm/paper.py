@@ -6,7 +6,8 @@ Kept apart from anything a run writes: a paper number never fills a "reproduced"
 from __future__ import annotations
 
 SOURCE = ("image study: Mantzaris, arXiv 2510.03598 (REFERENCE I.1); reasoning study: Wang et al., "
-          "arXiv 2506.21734 (REFERENCE II.1; test accuracy = exact accuracy, ARC = pass@2 with voting)")
+          "arXiv 2506.21734 (REFERENCE II.1; test accuracy = exact accuracy, ARC = pass@2 with voting); TRM: "
+          "Jolicoeur-Martineau, arXiv 2510.04871 (REFERENCE V.4, Tables 4-5)")
 
 # Accuracies in percent, times in seconds, one run each in the paper.
 PAPER: dict[str, dict[str, float]] = {
@@ -29,6 +30,17 @@ for _ds, (_hrm, _direct) in _REASONING.items():
     PAPER[f"{_ds}-hrm"] = {"params": _HRM_PARAMS[_ds], "test_acc": _hrm}
     PAPER[f"{_ds}-transformer"] = {"params": _HRM_PARAMS[_ds], "test_acc": _direct}
 
+# TRM (REFERENCE V.4): parameter counts as computed from the code (V.1; the paper says 7M / 5M).
+_TRM = {"sudoku-extreme-1k-trm-mlp": (5_028_866, 87.4), "sudoku-extreme-1k-trm-att": (6_828_034, 74.7),
+        "maze-hard-1k-trm-att": (None, 85.3), "arc1-trm-att": (6_829_058, 44.6), "arc2-trm-att": (6_829_058, 7.8)}
+for _name, (_params, _acc) in _TRM.items():
+    PAPER[_name] = {"test_acc": _acc} | ({"params": _params} if _params else {})
+
+# TRM's own Sudoku ablations [TRM paper, Tables 1-3; REFERENCE V.4]: the switch away from TRM-MLP's
+# setting ("" for none) -> accuracy (%), written as the analyses table writes a change.
+TRM_SWITCHES = {"": 87.4, "halting: q-learning": 86.1, "networks: separate": 82.4,
+                "ema: 0.0": 79.9, "gradient: one-step": 56.5}
+
 # The reasoning paper's analyses (REFERENCE II.5) and what later analyses found (II.6): the "paper"
 # column of the analyses table. The depth-scaling values are read off a figure, so they are approximate.
 PR_PAPER = {"z_H": 89.95, "z_L": 30.22, "ratio": 2.98, "dimension": 512}
@@ -39,6 +51,9 @@ CLAIMS = {
                    "accuracy [later analyses, REFERENCE II.6]",
     "arc-augmentations": "~300 training augmentations are about as good as 1,000; voting adds little on ARC-1 "
                          "for HRM [later analyses, REFERENCE II.6]",
+    "trm": "TRM-MLP reaches 87.4% on Sudoku-Extreme; its paper's ablations, one change each: Q-learning halting "
+           "with the continue loss 86.1, separate f_H / f_L 82.4, no EMA 79.9, the one-step gradient 56.5 [TRM paper, "
+           "Tables 1-3]",
     "image": "the study proposes crop + flip augmentation (does the HRM/CNN gap narrow?), learned positions "
              "instead of RoPE, a convolutional stem and no deep supervision as follow-ups; it reports no numbers "
              "for them [REFERENCE I.7]",

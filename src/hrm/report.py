@@ -34,7 +34,8 @@ METRICS = (("test_acc", "test accuracy (%)", 100.0), ("best_test_acc", "best tes
            ("total_seconds", "total seconds", 1.0), ("params", "parameters", 1.0))
 # Numbers only a puzzle evaluation has, at the trained M_max: (key in eval.json's by_segments, label)
 EVAL_METRICS = (("token_acc", "token accuracy (%)"), ("one_view_pass@1", "pass@1, one view, no voting (%)"),
-                ("pass@1", "pass@1, voted (%)"), ("pass@2", "pass@2, voted (%)"))
+                ("pass@1", "pass@1, voted (%)"), ("pass@2", "pass@2, voted (%)"),
+                ("partial_pass@2", "pass@2, voted, partial credit per test input (TRM's score) (%)"))
 HEADLINE_LABELS = {"exact_acc": "exact accuracy (%)", "pass@2": "pass@2, voted (%)"}
 PAPER_KEY = {"mean_seconds_per_epoch": "seconds_per_epoch"}
 COLUMNS = ("experiment", "seed", "mode", "metric", "paper", "reproduced", "difference", "status", "device", "commit",
@@ -43,7 +44,8 @@ REQUIRED = {"complete": bool, "epochs": int, "epochs_planned": int, "provenance"
 INTRO = {
     "paper": "The paper's experiments as run by this pipeline, beside the published numbers.",
     "demo": "The demo runs the papers' code paths (the image HRM and CNN; the puzzle HRM with ACT, Q-learning, "
-            "one-step gradient, deep supervision, puzzle embeddings, Adam-atan2 and ARC voting) at toy sizes on "
+            "one-step gradient, deep supervision, puzzle embeddings, Adam-atan2 and ARC voting; TRM with its shared "
+            "network, last-recursion gradient, single-pass halting and EMA) at toy sizes on "
             "embedded or generated data, in minutes on a CPU. Its numbers are not the papers' and are not "
             "compared with them; what carries over is the direction of each claim.",
 }

@@ -56,7 +56,7 @@ STUDIES: dict[str, Study] = {
         name="puzzle", paper="REFERENCE II (Wang et al., arXiv 2506.21734)", datasets=PUZZLES,
         modules={"download": "hrm.data.puzzles.download", "build": "hrm.data.puzzles.build",
                  "train": "hrm.train.puzzle", "evaluate": "hrm.evaluate.puzzle"},
-        model_kinds=("hrm-puzzle", "transformer-puzzle"), recipe_kind="puzzle", modes=(),
+        model_kinds=("hrm-puzzle", "transformer-puzzle", "trm-puzzle"), recipe_kind="puzzle", modes=(),
         figures=paths.PUZZLE_FIGURES, plot_data=paths.PUZZLE_PLOT_DATA_FILES, predictions=True,
         shape=lambda d, ids: Shape(classes=d.classes, seq_len=d.seq_len, puzzle_ids=ids)),
 }

@@ -57,6 +57,8 @@ MODELS = {   # tiny versions of every model kind
     "hrm-puzzle": {"kind": "hrm-puzzle", **_BLOCK, **_PUZZLE, "low_layers": 1, "high_layers": 1, "high_cycles": 2,
                    "low_steps": 2, "halt_max_steps": 4, "halt_exploration": 0.1},
     "transformer-puzzle": {"kind": "transformer-puzzle", **_BLOCK, **_PUZZLE, "layers": 2},
+    "trm-puzzle": {"kind": "trm-puzzle", **_BLOCK, **_PUZZLE, "layers": 2, "recursions": 2, "latent_steps": 2,
+                   "mixer": "attention", "puzzle_prefix": 4, "halt_max_steps": 4, "halt_exploration": 0.1},
 }
 IMAGE_RECIPE = {"epochs": 1, "batch_size": 64, "eval_batch_size": 64, "lr": 1e-3, "weight_decay": 1e-4,
                 "betas": [0.9, 0.999], "eps": 1e-8, "grad_clip": 1.0, "warmup_epochs": 0, "lr_floor": 0.0,

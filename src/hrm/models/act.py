@@ -1,9 +1,10 @@
 """Adaptive computation time for the puzzle HRM (REFERENCE II.3), as in the author code.
 
 The carry persists across calls; rows that halted take the next batch's examples and restart
-from the initial state. Training halts a row when q_halt > q_continue (after a minimum number of
-segments drawn with probability `halt_exploration`) or at M_max; evaluation always runs M_max.
-The continue target comes from a second, no-grad pass on the new carry.
+from the initial state. Training halts a row at M_max, or earlier (after a minimum number of
+segments drawn with probability `halt_exploration`) when q_halt > q_continue (`halting:
+q-learning`, HRM; the continue target comes from a second, no-grad pass on the new carry) or when
+q_halt > 0 (`single-pass`, TRM: no second pass, no continue loss). Evaluation always runs M_max.
 """
 
 from __future__ import annotations
@@ -60,12 +61,14 @@ def act_step(model: PuzzleHRM, state: ActState, inputs: torch.Tensor, labels: to
         is_last = steps >= c.halt_max_steps
         halted = is_last
         if model.training and c.halt_max_steps > 1:
-            halted = halted | (out.q_halt > out.q_continue)
+            single = c.halting == "single-pass"
+            halted = halted | (out.q_halt > 0 if single else out.q_halt > out.q_continue)
             # Drawn on the CPU generator (checkpointed, the same on every device), copied without a sync.
             explore = to_device(torch.rand(steps.shape, generator=generator), steps.device) < c.halt_exploration
             floor = to_device(torch.randint(2, c.halt_max_steps + 1, steps.shape, generator=generator), steps.device)
             halted = halted & (steps >= explore * floor)
-            nxt = model.segment(out.carry, data[0], data[2])
-            target = torch.sigmoid(torch.where(is_last, nxt.q_halt, torch.maximum(nxt.q_halt, nxt.q_continue)))
+            if not single:
+                nxt = model.segment(out.carry, data[0], data[2])
+                target = torch.sigmoid(torch.where(is_last, nxt.q_halt, torch.maximum(nxt.q_halt, nxt.q_continue)))
     new_state = ActState(out.carry.detach(), steps, halted, *data)
     return new_state, ActOutput(out, target)

@@ -16,11 +16,12 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hrm.models.init import trunc_normal_
 from hrm.models.layers import Rotary, Stack, init_linears
-from hrm.models.registry import HRMCore, ImageHRMConfig, PuzzleModelConfig, PuzzleTransformerConfig, Shape
+from hrm.models.registry import ImageHRMConfig, PuzzleModelConfig, PuzzleTransformerConfig, Recurrent, Shape, glu_inner
 
 
 @dataclass
@@ -55,30 +56,38 @@ def _as(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
 
 
 class Reasoner(nn.Module):
-    """f_L and f_H with input injection by addition: L on z_L + z_H + x, H on z_H + z_L."""
+    """f_L and f_H with input injection by addition: L on z_L + z_H + x, H on z_H + z_L.
 
-    def __init__(self, c: HRMCore, seq_len: int) -> None:
+    N cycles of T low steps and one high step. `gradient` says how many of the last low steps (with
+    the high steps among them) are differentiated: one (HRM's one-step gradient), T (the last cycle:
+    TRM's rule) or all (bptt); the rest run without gradient. With `networks: shared` one network
+    does both updates (TRM, where N = T recursions and T = n latent steps).
+    """
+
+    def __init__(self, c: Recurrent, seq_len: int) -> None:
         super().__init__()
         self.c = c
         rope = None if getattr(c, "position", "rope") == "learned" else c.rope
+        mixer = getattr(c, "mixer", "attention")
+        tokens = seq_len if mixer == "mlp" else 0
         block = dict(dim=c.hidden, heads=c.heads, inner=c.mlp_inner, mlp=c.mlp, rope=rope,
-                     eps=c.norm_eps, gain=c.norm_gain)
+                     eps=c.norm_eps, gain=c.norm_gain, tokens=tokens, token_inner=glu_inner(tokens) if tokens else 0)
         self.f_l = Stack(c.low_layers, **block)
-        self.f_h = Stack(c.high_layers, **block)
+        # Shared: no second module, so the weights appear once in the state dict and the optimizer.
+        self.f_h = None if c.networks == "shared" else Stack(c.high_layers, **block)
         self.rotary = Rotary(c.hidden // c.heads, seq_len, c.rope_base)
 
     def forward(self, carry: Carry, x: torch.Tensor) -> Carry:
         z_h, z_l = carry.z_h, carry.z_l
         n, t = self.c.high_cycles, self.c.low_steps
-        with torch.no_grad() if self.c.gradient == "one-step" else contextlib.nullcontext():
-            for i in range(n * t - 1):
+        steps = n * t
+        graded = {"one-step": 1, "last-cycle": t, "bptt": steps}[self.c.gradient]
+        f_h = self.f_l if self.f_h is None else self.f_h
+        for i in range(steps):
+            with torch.no_grad() if i < steps - graded else contextlib.nullcontext():
                 z_l = self.f_l(z_l, z_h + x, self.rotary)
                 if (i + 1) % t == 0:
-                    z_h = self.f_h(z_h, z_l, self.rotary)
-        # One-step gradient: only these two updates are differentiated (DEQ-style approximation).
-        # Under bptt the loop above was differentiated too and these are simply the last two steps.
-        z_l = self.f_l(z_l, z_h + x, self.rotary)
-        z_h = self.f_h(z_h, z_l, self.rotary)
+                    z_h = f_h(z_h, z_l, self.rotary)
         return Carry(z_h, z_l)
 
 
@@ -202,16 +211,20 @@ class PuzzleEmbedding(nn.Module):
 
 
 class PuzzleHRM(nn.Module):
-    """Token embedding with a puzzle-id prefix token, scaled by sqrt(D); LM head and Q head on z_H."""
+    """The puzzle front end of HRM, TRM and the direct baseline: token embedding after a puzzle-id
+    prefix (HRM: 1 position; TRM: 16, the vector in the first, zeros after), scaled by sqrt(D);
+    LM head on z_H past the prefix, Q head on z_H's first position."""
 
     def __init__(self, c: PuzzleModelConfig, vocab: int, seq_len: int, num_puzzle_ids: int) -> None:
         super().__init__()
         self.c = c
+        self.prefix = c.puzzle_prefix
         self.embed_scale = math.sqrt(c.hidden)
         self.tokens = nn.Embedding(vocab, c.hidden)
         self.puzzle = PuzzleEmbedding(num_puzzle_ids, c.hidden)
-        self.reasoner = (Direct(c, seq_len + 1) if isinstance(c, PuzzleTransformerConfig)
-                         else Reasoner(c, seq_len + 1))
+        positions = seq_len + self.prefix
+        self.reasoner = (Direct(c, positions) if isinstance(c, PuzzleTransformerConfig)
+                         else Reasoner(c, positions))
         self.lm_head = nn.Linear(c.hidden, vocab, bias=False)
         self.q_head = nn.Linear(c.hidden, 2, bias=True)
         self.register_buffer("z0_h", torch.zeros(c.hidden))
@@ -228,20 +241,22 @@ class PuzzleHRM(nn.Module):
         nn.init.constant_(self.q_head.bias, -5.0)
 
     def initial_carry(self, batch: int, seq_len: int) -> Carry:
-        shape = (batch, seq_len + 1, self.c.hidden)
+        shape = (batch, seq_len + self.prefix, self.c.hidden)
         return Carry(_as(self.z0_h.expand(shape), self.carry_dtype), _as(self.z0_l.expand(shape), self.carry_dtype))
 
     def embed(self, inputs: torch.Tensor, puzzle_ids: torch.Tensor) -> tuple[torch.Tensor, PuzzleRows | None]:
         rows, touched = self.puzzle(puzzle_ids)
         prefix = rows.unsqueeze(1).to(self.tokens.weight.dtype)                            # (B, 1, D)
-        x = self.embed_scale * torch.cat([prefix, self.tokens(inputs)], dim=1)             # (B, 1 + S, D)
+        if self.prefix > 1:
+            prefix = F.pad(prefix, (0, 0, 0, self.prefix - 1))                            # (B, P, D)
+        x = self.embed_scale * torch.cat([prefix, self.tokens(inputs)], dim=1)             # (B, P + S, D)
         return _as(x, self.carry_dtype), touched
 
     def segment(self, carry: Carry, inputs: torch.Tensor, puzzle_ids: torch.Tensor) -> Output:
         x, touched = self.embed(inputs, puzzle_ids)
         carry = self.reasoner(carry, x)
         q = self.q_head(carry.z_h[:, 0]).float()
-        return Output(self.lm_head(carry.z_h[:, 1:]), carry, q[:, 0], q[:, 1], touched)
+        return Output(self.lm_head(carry.z_h[:, self.prefix:]), carry, q[:, 0], q[:, 1], touched)
 
 
 def build(c: ImageHRMConfig | PuzzleModelConfig, data: Shape) -> nn.Module:

@@ -98,18 +98,31 @@ class GatedMLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Post-norm: x = norm(x + attn(x)); x = norm(x + mlp(x))."""
+    """Post-norm: x = norm(x + mix(x)); x = norm(x + mlp(x)).
+
+    The token mixer is attention, or (TRM-MLP, REFERENCE V.1) a SwiGLU across the `tokens` positions:
+    it runs on the transposed activations (B, D, S), and so does its norm, which therefore
+    normalises over the token axis, as the authors' code does.
+    """
 
     def __init__(self, dim: int, heads: int, inner: int, mlp: Literal["geglu", "swiglu"], rope: RopeStyle | None,
-                 eps: float, gain: bool) -> None:
+                 eps: float, gain: bool, tokens: int = 0, token_inner: int = 0) -> None:
         super().__init__()
-        self.attn = Attention(dim, heads, rope)
+        self.mix_tokens = tokens > 0
+        if self.mix_tokens:
+            self.token_mlp = GatedMLP(tokens, token_inner, "swiglu")
+        else:
+            self.attn = Attention(dim, heads, rope)
         self.mlp = GatedMLP(dim, inner, mlp)
-        self.norm1 = RMSNorm(dim, eps, gain)
+        self.norm1 = RMSNorm(tokens or dim, eps, gain)
         self.norm2 = RMSNorm(dim, eps, gain)
 
     def forward(self, x: torch.Tensor, rotary: Rotary) -> torch.Tensor:
-        x = self.norm1(x + self.attn(x, rotary))
+        if self.mix_tokens:
+            t = x.transpose(1, 2)
+            x = self.norm1(t + self.token_mlp(t)).transpose(1, 2)
+        else:
+            x = self.norm1(x + self.attn(x, rotary))
         return self.norm2(x + self.mlp(x))
 
 

@@ -52,6 +52,10 @@ def _cnn_params(cfg: CNNConfig, data: Shape) -> int:
     return total + c_in * data.classes              # bias-free linear head
 
 
+Gradient = Literal["one-step", "last-cycle", "bptt"]
+Halting = Literal["q-learning", "single-pass"]
+
+
 @dataclass(frozen=True)
 class BlockConfig:
     """The transformer block shared by every model of both studies (REFERENCE I.3, II.2)."""
@@ -74,9 +78,18 @@ class HRMCore(BlockConfig):
     high_layers: int = spec("blocks in f_H", ge=1)
     high_cycles: int = spec("N, high-level cycles per segment", ge=1)
     low_steps: int = spec("T, low-level steps per high cycle", ge=1)
-    gradient: Literal["one-step", "bptt"] = spec(
-        "one-step: only the last f_L and f_H updates of a segment are differentiated (the paper); bptt: "
-        "backpropagation through all N*T steps (the memory ablation)", default="one-step", ablation=True)
+    gradient: Gradient = spec(
+        "one-step: only the last f_L and f_H updates of a segment are differentiated (the paper); last-cycle: the "
+        "whole last high cycle, T low steps and the high step (TRM's rule); bptt: all N*T steps (the memory "
+        "ablation)", default="one-step", ablation=True)
+    networks: Literal["separate", "shared"] = spec(
+        "separate: f_L and f_H are two networks (the paper); shared: one network does both updates, TRM's "
+        "choice (needs low_layers = high_layers)", default="separate", ablation=True)
+
+    def __post_init__(self) -> None:
+        if self.networks == "shared" and self.low_layers != self.high_layers:
+            raise ConfigError(f"networks: 'shared' runs one network for both levels, so low_layers "
+                              f"({self.low_layers}) must equal high_layers ({self.high_layers})")
 
     @property
     def layers(self) -> int:
@@ -103,6 +116,7 @@ class ImageHRMConfig(HRMCore):
         "earlier ones without gradient, one loss and one update after the last", default=True, ablation=True)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.stem == "conv" and self.patch & (self.patch - 1):
             raise ConfigError(f"stem: 'conv' halves the image log2(patch) times, so patch must be a power of 2; "
                               f"got patch {self.patch}")
@@ -120,6 +134,12 @@ class PuzzleHRMConfig(HRMCore):
     kind: Literal["hrm-puzzle"] = spec("model family")
     halt_max_steps: int = spec("M_max, segments at most (all of them at evaluation)", ge=1)
     halt_exploration: float = spec("probability of drawing a minimum of 2..M_max segments", ge=0, le=1)
+    halting: Halting = spec(
+        "q-learning: halt when q_halt > q_continue, the continue target from a second no-grad pass (the paper); "
+        "single-pass: halt when q_halt > 0, no continue loss (TRM's rule)", default="q-learning", ablation=True)
+
+    puzzle_prefix = 1             # positions the puzzle-id vector is given (TRM: 16); not a params key
+    mixer = "attention"
 
 
 @dataclass(frozen=True)
@@ -136,18 +156,80 @@ class PuzzleTransformerConfig(BlockConfig):
                         "1 = the plain transformer (the paper's baseline), more = a recurrent transformer of "
                         "effective depth layers * repeats (REFERENCE II.5)", ge=1, default=1, ablation=True)
 
-    halt_max_steps = 1            # one forward pass: what the ACT code reads (not a params key)
+    halt_max_steps = 1            # one forward pass: what the ACT code reads (not params keys)
     halt_exploration = 0.0
+    halting = "q-learning"
+    puzzle_prefix = 1
+    mixer = "attention"
     recurrent = False             # a second segment recomputes the first: no inference-time scaling
 
 
-ModelConfig = CNNConfig | ImageHRMConfig | PuzzleHRMConfig | PuzzleTransformerConfig
-PuzzleModelConfig = PuzzleHRMConfig | PuzzleTransformerConfig
+@dataclass(frozen=True)
+class TRMConfig(BlockConfig):
+    """The Tiny Recursive Model (REFERENCE V.1): one network of `layers` blocks does every update.
+
+    A segment runs T recursions of n latent updates z <- net(z + y + x) and one answer update
+    y <- net(y + z); the first T-1 without gradient, the last with gradient through all n+1 calls.
+    It is the HRM recurrence with N = T, T = n, one shared network and the last-cycle gradient, so
+    the same `Reasoner` runs it; the properties below give it the HRM names it reads.
+    """
+
+    kind: Literal["trm-puzzle"] = spec("model family")
+    layers: int = spec("blocks in the one network (the authors' L_layers)", ge=1)
+    recursions: int = spec("T, recursions per supervision step (H_cycles)", ge=1)
+    latent_steps: int = spec("n, latent updates per recursion (L_cycles)", ge=1)
+    mixer: Literal["attention", "mlp"] = spec(
+        "token mixing: self-attention (TRM-Att) or a SwiGLU across the token axis (TRM-MLP, mlp_t)")
+    puzzle_prefix: int = spec("positions reserved for the puzzle-id vector; only the first is filled", ge=1)
+    halt_max_steps: int = spec("N_sup, supervision steps at most (all of them at evaluation)", ge=1)
+    halt_exploration: float = spec("probability of drawing a minimum of 2..N_sup steps", ge=0, le=1)
+    gradient: Gradient = spec(
+        "last-cycle: gradient through the last recursion's n+1 calls (TRM); one-step: only the last latent "
+        "and answer updates (HRM's rule); bptt: all T(n+1) calls", default="last-cycle", ablation=True)
+    networks: Literal["separate", "shared"] = spec(
+        "shared: one network for z and y (TRM); separate: a second network of `layers` blocks for the answer "
+        "update, as HRM's f_H", default="shared", ablation=True)
+    halting: Halting = spec(
+        "single-pass: halt when q_halt > 0, no continue loss (TRM); q-learning: HRM's q_halt > q_continue with "
+        "the continue target from a second pass", default="single-pass", ablation=True)
+
+    @property
+    def low_layers(self) -> int:
+        return self.layers
+
+    @property
+    def high_layers(self) -> int:
+        return self.layers
+
+    @property
+    def high_cycles(self) -> int:
+        return self.recursions
+
+    @property
+    def low_steps(self) -> int:
+        return self.latent_steps
 
 
-def _block_params(c: BlockConfig) -> int:
+ModelConfig = CNNConfig | ImageHRMConfig | PuzzleHRMConfig | PuzzleTransformerConfig | TRMConfig
+PuzzleModelConfig = PuzzleHRMConfig | PuzzleTransformerConfig | TRMConfig
+Recurrent = HRMCore | TRMConfig          # what `hrm.models.hrm.Reasoner` runs
+
+
+def glu_inner(width: int, expansion: float = 4.0) -> int:
+    """The authors' SwiGLU width: round(expansion * width * 2/3) rounded up to a multiple of 256."""
+    return -(-round(expansion * width * 2 / 3) // 256) * 256
+
+
+def distinct_blocks(c: Recurrent) -> int:
+    """Transformer blocks with their own weights: both levels' unless one network is shared."""
+    return c.low_layers if c.networks == "shared" else c.low_layers + c.high_layers
+
+
+def _block_params(c: BlockConfig, tokens: int = 0) -> int:
+    """One block; a token-MLP block (TRM-MLP) mixes `tokens` positions with a SwiGLU instead of attention."""
     d, i = c.hidden, c.mlp_inner
-    return 3 * d * d + d * d + 2 * d * i + i * d + (2 * d if c.norm_gain else 0)
+    mixer = 3 * tokens * glu_inner(tokens) if getattr(c, "mixer", "attention") == "mlp" else 4 * d * d
+    return mixer + 3 * d * i + (2 * d if c.norm_gain else 0)
 
 
 def _image_hrm_params(c: ImageHRMConfig, data: Shape) -> int:
@@ -160,21 +242,22 @@ def _image_hrm_params(c: ImageHRMConfig, data: Shape) -> int:
         embed = c.patch * c.patch * ch * c.hidden
     tokens = 1 + (h // c.patch) * (w // c.patch)
     position = tokens * c.hidden if c.position == "learned" else 0
-    return embed + c.hidden + position + c.layers * _block_params(c) + c.hidden * data.classes
+    return embed + c.hidden + position + distinct_blocks(c) * _block_params(c) + c.hidden * data.classes
 
 
 def effective_depth(c: ModelConfig) -> int:
     """Transformer blocks applied in one forward segment: what the depth-scaling analysis plots (II.5)."""
     if isinstance(c, PuzzleTransformerConfig):
         return c.layers * c.repeats
-    if isinstance(c, HRMCore):
+    if isinstance(c, HRMCore | TRMConfig):
         return c.high_cycles * (c.low_steps * c.low_layers + c.high_layers)
     raise ValueError(f"{c.kind} has no effective depth")
 
 
 def _puzzle_params(c: PuzzleModelConfig, data: Shape) -> int:
     """Token embedding + blocks + LM head + Q head (with bias); the puzzle-id table is not counted."""
-    return 2 * data.classes * c.hidden + c.layers * _block_params(c) + 2 * c.hidden + 2
+    blocks = c.layers if isinstance(c, PuzzleTransformerConfig) else distinct_blocks(c)
+    return 2 * data.classes * c.hidden + blocks * _block_params(c, data.seq_len + c.puzzle_prefix) + 2 * c.hidden + 2
 
 
 @dataclass(frozen=True)
@@ -189,6 +272,7 @@ MODELS: dict[str, ModelEntry] = {
     "hrm-image": ModelEntry(ImageHRMConfig, "hrm.models.hrm", _image_hrm_params),
     "hrm-puzzle": ModelEntry(PuzzleHRMConfig, "hrm.models.hrm", _puzzle_params),
     "transformer-puzzle": ModelEntry(PuzzleTransformerConfig, "hrm.models.hrm", _puzzle_params),
+    "trm-puzzle": ModelEntry(TRMConfig, "hrm.models.hrm", _puzzle_params),
 }
 MODEL_CONFIGS = {kind: entry.config for kind, entry in MODELS.items()}
 

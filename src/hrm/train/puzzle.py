@@ -1,4 +1,4 @@
-"""`hrm train` for the reasoning study: the puzzle HRM (or the direct baseline) with ACT (REFERENCE II.3).
+"""`hrm train` for the reasoning study: the puzzle HRM, TRM or the direct baseline, with ACT (REFERENCE II.3, V.2).
 
 Two training schemes, chosen by `recipes.<r>.scheme`:
 * carry (the author code): the ACT carry persists across batches; each optimizer step is one
@@ -6,7 +6,8 @@ Two training schemes, chosen by `recipes.<r>.scheme`:
 * minibatch (the paper's pseudocode): each batch starts fresh and loops its segments, one
   optimizer step per segment, until every row halted or M_max.
 Adam-atan2 on the parameters and sign-SGD on the touched puzzle-embedding rows, both with linear
-warmup then a constant rate. The test set is scored (exact accuracy at M_max, no voting: that is
+warmup then a constant rate; with `ema` (TRM) a moving average of the weights is what is evaluated
+and saved as model.pt. The test set is scored (exact accuracy at M_max, no voting: that is
 `hrm evaluate`'s) every `eval_interval` epochs, where a checkpoint is written (and on SIGTERM/SIGINT).
 The checkpoint holds the ACT carry, the exploration RNG and the stream position, so a killed run
 resumes exactly. Lock, signals, OOM, checkpoint and output files: `hrm.train.run`.
@@ -14,6 +15,7 @@ resumes exactly. Lock, signals, OOM, checkpoint and output files: `hrm.train.run
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from typing import Any
@@ -32,6 +34,7 @@ from hrm.models.hrm import Carry
 from hrm.models.registry import build_model, count_params
 from hrm.optim import AdamAtan2, set_lr, sign_sgd_rows
 from hrm.progress import Progress
+from hrm.train.ema import EMA
 from hrm.speed import autocast, compile_model, cuda_graphs, mark_step, set_precision
 from hrm.train.run import Run
 
@@ -57,6 +60,7 @@ class PuzzleRun(Run):
         r = self.recipe
         self.optimizer = AdamAtan2(list(self.model.parameters()), r.lr, r.betas, r.weight_decay, self.runtime.optimizer)
         compile_model(self.model, self.runtime, self.device)
+        self.ema = EMA(self.model, r.ema) if r.ema else None     # TRM: evaluation and model.pt use the average
         self.own_carry = cuda_graphs(self.runtime, self.device)
         # The training set on the device (runtime.data_on_device): a batch is then a gather there.
         self.resident = (stream.DeviceSplit(data.train, self.device) if self.runtime.data_on_device else None)
@@ -75,7 +79,7 @@ class PuzzleRun(Run):
 
     # ---- exact resume: the ACT carry and the exploration RNG (the stream is a function of seed and position)
     def extra_state(self) -> dict[str, Any]:
-        extra: dict[str, Any] = {"act_rng": self.gen.get_state()}
+        extra: dict[str, Any] = {"act_rng": self.gen.get_state(), **(self.ema.state() if self.ema else {})}
         if self.act is not None:
             a = self.act
             extra |= {"act_z_h": a.carry.z_h, "act_z_l": a.carry.z_l, "act_steps": a.steps, "act_halted": a.halted,
@@ -85,6 +89,8 @@ class PuzzleRun(Run):
     def load_extra(self, extra: dict[str, Any]) -> None:
         if "act_rng" in extra:
             self.gen.set_state(extra["act_rng"])
+        if self.ema is not None:
+            self.ema.load(extra)
         if "act_z_h" in extra:
             t = {k: v.to(self.device) for k, v in extra.items() if k.startswith("act_") and k != "act_rng"}
             self.act = ActState(Carry(t["act_z_h"], t["act_z_l"]), t["act_steps"], t["act_halted"], t["act_inputs"],
@@ -113,6 +119,8 @@ class PuzzleRun(Run):
             sign_sgd_rows(self.model.puzzle.table, touched.ids, touched.rows.grad,
                           warmup_constant(s.step, r.puzzle_emb_lr, r.warmup_steps), r.puzzle_emb_weight_decay)
         self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.model)
         s.step += 1
 
     def segment(self, x: torch.Tensor, y: torch.Tensor, pid: torch.Tensor) -> torch.Tensor:
@@ -192,8 +200,9 @@ class PuzzleRun(Run):
         """Exact accuracy of the test set at M_max (no voting), a history row, a checkpoint."""
         s, m_max = self.state, self.exp.model.halt_max_steps
         t0 = self.elapsed()
-        scores = score_puzzles(self.model, self.data.test, self.recipe.eval_batch_size, self.device, self.autocast,
-                               (m_max,))[m_max]
+        with self.averaged():
+            scores = score_puzzles(self.model, self.data.test, self.recipe.eval_batch_size, self.device,
+                                   self.autocast, (m_max,))[m_max]
         s.history.append({"step": s.step, "batch": self.batches_done,
                           "epoch": s.epoch + s.offset / max(1, len(self.stream.order)),
                           "train_loss": float(np.mean(s.step_losses[-self.eval_every:])),
@@ -205,6 +214,14 @@ class PuzzleRun(Run):
                  scores["exact_acc"], scores["token_acc"])
         self.save()
 
+    def averaged(self) -> contextlib.AbstractContextManager[None]:
+        """The moving-average weights in place (TRM), or the weights as they are."""
+        return self.ema.applied(self.model) if self.ema is not None else contextlib.nullcontext()
+
+    def write_outputs(self, monitor: Any) -> None:
+        with self.averaged():                  # model.pt holds what was evaluated
+            super().write_outputs(monitor)
+
     def metrics(self, best: dict[str, Any]) -> dict[str, Any]:
         done = self.batches_done
         epochs_done = done / self.batches_per_epoch
@@ -213,7 +230,8 @@ class PuzzleRun(Run):
                 "epochs_planned": self.recipe.epochs, "complete": done >= self.total,
                 "batches": done, "batches_planned": self.total, "best_step": best["step"],
                 "mean_seconds_per_epoch": round(self.elapsed() / max(epochs_done, 1e-9), 3),
-                "test_metric": "exact accuracy of the test examples at M_max (voting: eval.json)"}
+                "test_metric": "exact accuracy of the test examples at M_max (voting: eval.json)",
+                "weights": f"moving average, rate {self.recipe.ema}" if self.ema is not None else "as trained"}
 
 
 train = PuzzleRun.train

