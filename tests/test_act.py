@@ -21,7 +21,7 @@ class ScriptedModel:
 
     def __init__(self, q_halt: list[list[float]], q_cont: list[list[float]], max_steps: int, training: bool):
         self.q_halt, self.q_cont = q_halt, q_cont
-        self.c = SimpleNamespace(halt_max_steps=max_steps, halt_exploration=0.0)
+        self.c = SimpleNamespace(halt_max_steps=max_steps, halt_exploration=0.0, halting="q-learning")
         self.training, self.calls = training, 0
 
     def initial_carry(self, b: int, s: int) -> Carry:

@@ -68,7 +68,8 @@ def puzzle_name_map(layers: int = 2, levels: tuple[tuple[str, str], ...] = (("H"
     for theirs, ours in levels:
         for i in range(layers):
             a, b = f"inner.{theirs}_level.layers.{i}.", f"reasoner.{ours}.blocks.{i}."
-            names |= {a + "mlp.gate_up_proj.weight": b + "mlp.up.weight", a + "mlp.down_proj.weight": b + "mlp.down.weight"}
+            names |= {a + "mlp.gate_up_proj.weight": b + "mlp.up.weight",
+                      a + "mlp.down_proj.weight": b + "mlp.down.weight"}
             if mixer == "mlp":
                 names |= {a + "mlp_t.gate_up_proj.weight": b + "token_mlp.up.weight",
                           a + "mlp_t.down_proj.weight": b + "token_mlp.down.weight"}

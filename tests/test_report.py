@@ -37,13 +37,16 @@ def test_demo_report_says_what_the_runs_show(project: Path) -> None:
     _run("sudoku-demo-transformer", {"test_acc": 0.4}, {"test_acc": 0.4, "headline_name": "exact_acc",
                                                         "trained_halt_max_steps": 1,
                                                         "by_segments": _by_segments({1: 0.4})})
-    arc = _by_segments({4: 0.1}, **{"pass@1": 0.4, "pass@2": 0.6, "one_view_pass@1": 0.2})
+    _run("sudoku-demo-trm", {"test_acc": 0.9}, {"test_acc": 0.95, "headline_name": "exact_acc",
+                                                "trained_halt_max_steps": 4, "by_segments": _by_segments({4: 0.95})})
+    arc = _by_segments({4: 0.1}, **{"pass@1": 0.4, "pass@2": 0.6, "one_view_pass@1": 0.2, "partial_pass@2": 0.7})
     _run("arc-demo-hrm", {"test_acc": 0.1}, {"test_acc": 0.6, "headline_name": "pass@2",
                                              "trained_halt_max_steps": 4, "by_segments": arc})
     assert main(["report", "demo"]) == 0
     md_path, csv_path = paths.table_files("demo")
     md = md_path.read_text()
-    assert "* sudoku-demo, exact accuracy (%): sudoku-demo-hrm 92.00 vs sudoku-demo-transformer 40.00." in md
+    assert ("* sudoku-demo, exact accuracy (%): sudoku-demo-hrm 92.00 vs sudoku-demo-transformer 40.00 vs "
+            "sudoku-demo-trm 95.00." in md)                       # HRM, the direct baseline and TRM side by side
     assert "trained with M_max = 4, by segments at test time: 1: 30.0, 4: 92.0, 8: 95.0." in md
     assert "pass@1 20.0 from the one unaugmented view, 40.0 voted" in md
     assert "* maze-demo: not run yet." in md
@@ -55,6 +58,7 @@ def test_demo_report_says_what_the_runs_show(project: Path) -> None:
     assert "| maze-demo-hrm seed 0 | maze-hard-1k-hrm (paper 74.50) | test accuracy (%) | — | — | — | not run |" in md
     detail = md.split("## Detail")[1].split("## Provenance")[0]
     assert "pass@1, one view, no voting (%)" in detail and "token accuracy (%)" in detail
+    assert "pass@2, voted, partial credit per test input (TRM's score) (%)" in detail
     assert "| sudoku-demo-hrm seed 0 | test cpu | 0123456789 | abc |" in md
     long = list(csv.DictReader(open(csv_path)))
     one_view = next(r for r in long if r["experiment"] == "arc-demo-hrm" and r["metric"].startswith("pass@1, one"))

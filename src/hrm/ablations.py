@@ -110,7 +110,8 @@ def family_rows(results: list[RunResult], family: str) -> list[dict[str, Any]]:
             row["one view"] = _pct(a.get("one_view_pass@1"))
             row["voted pass@1"] = _pct(a.get("pass@1"))
         if family == "trm":
-            row["paper"] = TRM_SWITCHES.get("" if row["x"] == BASELINE else row["x"]) if row["series"] == "TRM" else None
+            change = "" if row["x"] == BASELINE else row["x"]
+            row["paper"] = TRM_SWITCHES.get(change) if row["series"] == "TRM" else None
         rows.append(row)
     if family in ("image", "trm"):     # each model's baseline first, then its variants
         return sorted(rows, key=lambda x: (x["series"], x["x"] != BASELINE, x["x"]))

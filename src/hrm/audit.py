@@ -61,6 +61,21 @@ for _ds, (_cost, _data, _why) in _PUZZLE_ROUTES.items():
         ROUTES[f"{_ds}-{_model}"] = Route(_cost, _data, _why)
 
 
+# TRM (REFERENCE V.2, the TRM paper's hardware); 7M parameters, but 50,000-100,000 epochs of batch 768.
+_TRM_GPU = "no GPU here (batch 768, {} epochs)"
+ROUTES |= {
+    "sudoku-extreme-1k-trm-mlp": Route("< 36 h on 1 L40S (TRM paper; a rerun on 8 H200: 40 min)",
+                                       _PUZZLE_ROUTES["sudoku-extreme-1k"][1], _PUZZLE_ROUTES["sudoku-extreme-1k"][2]),
+    "sudoku-extreme-1k-trm-att": Route("< 36 h on 1 L40S (TRM paper)", _PUZZLE_ROUTES["sudoku-extreme-1k"][1],
+                                       _PUZZLE_ROUTES["sudoku-extreme-1k"][2]),
+    "maze-hard-1k-trm-att": Route("< 24 h on 4 L40S (TRM paper)", _PUZZLE_ROUTES["maze-hard-1k"][1]
+                                  + ", built with the 8 dihedral versions", _TRM_GPU.format("50,000")),
+    "arc1-trm-att": Route("~3 days on 4 H100 (TRM paper)", _PUZZLE_ROUTES["arc1"][1], _TRM_GPU.format("100,000")),
+    "arc2-trm-att": Route("~3 days on 4 H100 (TRM paper)",
+                          "ARC-AGI-2 and ConceptARC archives (GitHub, or $HRM_DATA_DIR)", _TRM_GPU.format("100,000")),
+}
+
+
 def _ours(results: list[RunResult], exp: Experiment, key: str) -> tuple[float | None, str]:
     """Our number for a metric over the experiment's complete runs (mean over seeds) and its text."""
     if key == "test_acc":

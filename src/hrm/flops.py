@@ -11,19 +11,29 @@ are elementwise and left out. The rules:
   and twice that backward;
 * a 3x3 "same" convolution costs 2 * 9 * C_in * C_out per output pixel.
 
-An HRM segment runs N*T low-level calls and N high-level ones; with the one-step gradient only
-the last of each is differentiated, with `gradient: bptt` all of them. A training step is:
-image HRM: `train_segments` segments, each forward and backward (plus, in faithful mode with
-`train_acc: post_update`, one forward of `eval_segments` segments); puzzle HRM and TRM: one segment forward
-and backward plus, with Q-learning halting and M_max > 1, the no-grad segment that computes the
-continue target; CNN: one forward and backward. tests/test_flops.py checks every formula against torch's FlopCounterMode.
-No torch here.
+An HRM segment runs N*T low-level calls and N high-level ones (TRM: T recursions of n latent
+calls and one answer call); with the one-step gradient only the last of each is differentiated,
+with `last-cycle` the whole last cycle, with `bptt` all of them. A training step is: image HRM:
+`train_segments` segments, each forward and backward (plus, in faithful mode with `train_acc:
+post_update`, one forward of `eval_segments` segments); puzzle HRM and TRM: one segment forward and
+backward plus, with Q-learning halting and M_max > 1, the no-grad segment that computes the
+continue target; CNN: one forward and backward. tests/test_bench.py checks every formula against
+torch's FlopCounterMode. No torch here.
 """
 
 from __future__ import annotations
 
-from hrm.models.registry import (BlockConfig, CNNConfig, HRMCore, ImageHRMConfig, ModelConfig, Recurrent, Shape,
-                                 TRMConfig, glu_inner)
+from hrm.models.registry import (
+    BlockConfig,
+    CNNConfig,
+    HRMCore,
+    ImageHRMConfig,
+    ModelConfig,
+    Recurrent,
+    Shape,
+    TRMConfig,
+    glu_inner,
+)
 
 
 def block_forward(c: BlockConfig, batch: int, seq: int) -> int:

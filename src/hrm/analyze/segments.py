@@ -3,8 +3,9 @@ slow", REFERENCE II.3 and II.5).
 
 Every test example runs from the initial state for max(eval_halt_steps, M_max) segments (puzzles) or
 2 * eval_segments (images), and after each segment m we score the answer (exact and token accuracy
-for puzzles, per example, no voting; top-1 for images). For the puzzle HRM the halting step of an
-example is the first segment whose q_halt > q_continue, the training rule, or M_max if none: its
+for puzzles, per example, no voting; top-1 for images). For a puzzle HRM or TRM the halting step of an
+example is the first segment where the Q head halts by the training rule (q_halt > q_continue, or
+TRM's q_halt > 0), or M_max if none: its
 distribution shows how much thinking each example takes, and the accuracy at that step is what
 test-time halting would give. Images have no Q head: accuracy per segment only.
 """
@@ -28,6 +29,7 @@ from hrm.atomic import write_json  # noqa: E402
 from hrm.config import Params  # noqa: E402
 from hrm.evaluate.figures import save  # noqa: E402
 from hrm.losses import IGNORE_LABEL  # noqa: E402
+from hrm.models.act import wants_halt  # noqa: E402
 
 log = logging.getLogger("hrm")
 BATCH = 256
@@ -58,7 +60,7 @@ def trace(s: Subject, segments: int, halt_max: int | None) -> dict[str, Any]:
                 ok = pred == y
             exact[m] += int(ok.sum())
             if halt_max is not None and m < halt_max:   # rows still running that would halt here
-                first = (halt_at == halt_max) & (out.q_halt > out.q_continue)
+                first = (halt_at == halt_max) & wants_halt(s.exp.model, out.q_halt, out.q_continue)
                 halt_at = torch.where(first, torch.full_like(halt_at, m + 1), halt_at)
                 right_at_halt = torch.where(halt_at == m + 1, ok, right_at_halt)
         if halt_max is not None:
@@ -69,7 +71,8 @@ def trace(s: Subject, segments: int, halt_max: int | None) -> dict[str, Any]:
         result["token_accuracy"] = (tokens_right / max(1, tokens_total)).tolist()
     if halt_max is not None:
         steps = np.concatenate(halting)
-        result["halting"] = {"rule": "first segment with q_halt > q_continue, else M_max",
+        rule = "q_halt > 0" if s.exp.model.halting == "single-pass" else "q_halt > q_continue"
+        result["halting"] = {"rule": f"first segment with {rule} (the training rule), else M_max",
                              "histogram": np.bincount(steps, minlength=halt_max + 1)[1:].tolist(),
                              "mean_steps": float(steps.mean()), "accuracy_at_halt": at_halt / n}
     return result
@@ -112,7 +115,7 @@ def draw(result: dict[str, Any], title: str, path: Path) -> None:
         ax = axes[0][1]
         hist = halting["histogram"]
         ax.bar(range(1, len(hist) + 1), hist)
-        ax.set(xlabel="halting step (first q_halt > q_continue, else M_max)", ylabel="test examples",
+        ax.set(xlabel=f"halting step ({halting['rule']})", ylabel="test examples",
                title=f"halting: mean {halting['mean_steps']:.2f} segments, accuracy there "
                      f"{100 * halting['accuracy_at_halt']:.1f}%")
         ax.set_xticks(range(1, len(hist) + 1))

@@ -40,6 +40,11 @@ def initial_state(model: PuzzleHRM, inputs: torch.Tensor, labels: torch.Tensor,
                     torch.ones(b, dtype=torch.bool, device=inputs.device), inputs, labels, puzzle_ids)
 
 
+def wants_halt(c: object, q_halt: torch.Tensor, q_continue: torch.Tensor) -> torch.Tensor:
+    """The Q head's halting decision: q_halt > q_continue (Q-learning, HRM) or q_halt > 0 (single-pass, TRM)."""
+    return q_halt > 0 if getattr(c, "halting", "q-learning") == "single-pass" else q_halt > q_continue
+
+
 def _where(mask: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
     return torch.where(mask.view(-1, *([1] * (old.dim() - 1))), new, old)
 
@@ -61,13 +66,12 @@ def act_step(model: PuzzleHRM, state: ActState, inputs: torch.Tensor, labels: to
         is_last = steps >= c.halt_max_steps
         halted = is_last
         if model.training and c.halt_max_steps > 1:
-            single = c.halting == "single-pass"
-            halted = halted | (out.q_halt > 0 if single else out.q_halt > out.q_continue)
+            halted = halted | wants_halt(c, out.q_halt, out.q_continue)
             # Drawn on the CPU generator (checkpointed, the same on every device), copied without a sync.
             explore = to_device(torch.rand(steps.shape, generator=generator), steps.device) < c.halt_exploration
             floor = to_device(torch.randint(2, c.halt_max_steps + 1, steps.shape, generator=generator), steps.device)
             halted = halted & (steps >= explore * floor)
-            if not single:
+            if c.halting == "q-learning":
                 nxt = model.segment(out.carry, data[0], data[2])
                 target = torch.sigmoid(torch.where(is_last, nxt.q_halt, torch.maximum(nxt.q_halt, nxt.q_continue)))
     new_state = ActState(out.carry.detach(), steps, halted, *data)

@@ -34,8 +34,8 @@ from hrm.models.hrm import Carry
 from hrm.models.registry import build_model, count_params
 from hrm.optim import AdamAtan2, set_lr, sign_sgd_rows
 from hrm.progress import Progress
-from hrm.train.ema import EMA
 from hrm.speed import autocast, compile_model, cuda_graphs, mark_step, set_precision
+from hrm.train.ema import EMA
 from hrm.train.run import Run
 
 log = logging.getLogger("hrm")
