@@ -219,3 +219,15 @@ def test_killed_trm_run_resumes_with_its_moving_average(trm_project: Path, monke
     assert straight.keys() == resumed.keys()
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
+
+
+def test_switch_labels_count_ema_as_on_or_off_per_model() -> None:
+    """The analyses table names each run's change from its own paper setting: EMA is TRM's, not HRM's."""
+    from hrm.ablations import changes
+
+    params = load_params(REPO / "params.yaml")
+    assert {name: changes(params.experiment(name)) for name in (
+        "trm-switch-base", "trm-switch-no-ema", "trm-switch-separate", "hrm-switch-base", "hrm-switch-ema",
+        "hrm-switch-single-pass")} == {
+        "trm-switch-base": "", "trm-switch-no-ema": "ema: off", "trm-switch-separate": "networks: separate",
+        "hrm-switch-base": "", "hrm-switch-ema": "ema: 0.99", "hrm-switch-single-pass": "halting: single-pass"}

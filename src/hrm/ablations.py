@@ -59,13 +59,13 @@ def switches(obj: Any) -> dict[str, Any]:
 
 
 def changes(e: Experiment) -> str:
-    """The model's and recipe's switches away from the paper setting of the model's kind, as text
-    (TRM's recipe has EMA 0.999: for a TRM, no EMA is the change)."""
+    """The model's and recipe's switches away from the paper setting of the model's kind, as text.
+    EMA counts as on or off: TRM's recipe has one (its rate scaled to a demo's length), HRM's none."""
     found = {**switches(e.model), **switches(e.recipe)}
     found.pop("ema", None)
     ema = getattr(e.recipe, "ema", 0.0)          # puzzle recipes only
-    if ema != PAPER_EMA.get(e.model.kind, 0.0):
-        found["ema"] = ema
+    if (ema > 0) != (e.model.kind in EMA_KINDS):
+        found["ema"] = ema or "off"
     return ", ".join(f"{k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in found.items())
 
 
@@ -86,7 +86,7 @@ AXES: dict[str, tuple[str, Callable[[Experiment], Any], Callable[[Experiment], s
     "trm": ("change from the model's paper setting", lambda e: changes(e) or BASELINE,
             lambda e: {"trm-puzzle": "TRM", "hrm-puzzle": "HRM"}.get(e.model.kind, e.model.kind)),
 }
-PAPER_EMA = {"trm-puzzle": 0.999}     # the EMA rate of each model kind's paper recipe (others: none)
+EMA_KINDS = ("trm-puzzle",)           # model kinds whose paper recipe averages the weights
 
 
 def _score(r: RunResult) -> float | None:

@@ -39,7 +39,7 @@ for _name, (_params, _acc) in _TRM.items():
 # TRM's own Sudoku ablations [TRM paper, Tables 1-3; REFERENCE V.4]: the switch away from TRM-MLP's
 # setting ("" for none) -> accuracy (%), written as the analyses table writes a change.
 TRM_SWITCHES = {"": 87.4, "halting: q-learning": 86.1, "networks: separate": 82.4,
-                "ema: 0.0": 79.9, "gradient: one-step": 56.5}
+                "ema: off": 79.9, "gradient: one-step": 56.5}
 
 # The reasoning paper's analyses (REFERENCE II.5) and what later analyses found (II.6): the "paper"
 # column of the analyses table. The depth-scaling values are read off a figure, so they are approximate.
