@@ -29,7 +29,8 @@ demo: $(STAMP)
 	@sed -n '/^## What the runs show/,/^## Detail/p' results/demo/tables/summary.md | sed '$$d'
 	@echo "demo table: results/demo/tables/summary.md   runs and figures: results/demo/runs/"
 
-# Every analysis and ablation at demo scale (issue 15; about 25 minutes on 2 CPU cores), then its table.
+# Every analysis and ablation at demo scale (issues 15 and 16; about 45 minutes on 2 CPU cores: 26 min for
+# issue 15's runs and 20 min for the ten TRM switch runs, each measured alone), then its table.
 # The three longest runs start first so that both cores end together.
 ANALYSES_FIRST := $(foreach e,depth-hrm-20 arc-aug1000-hrm depth-hrm-12,results/analyses/runs/$(e)/seed0/metrics.json)
 analyses: $(STAMP)
