@@ -135,8 +135,8 @@ def test_ema_update_apply_and_state() -> None:
     with torch.no_grad():
         for p in model.parameters():
             p.add_(1.0)
-    ema.update(model)
-    with ema.applied(model):
+    ema.update()
+    with ema.applied():
         for n, p in model.named_parameters():
             torch.testing.assert_close(p, 0.9 * before[n] + 0.1 * (before[n] + 1.0))
     for n, p in model.named_parameters():                     # restored

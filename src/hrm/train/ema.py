@@ -17,31 +17,30 @@ from torch import nn
 
 
 class EMA:
+    """The average of `model`'s trainable parameters. The parameter tensors are held from the start:
+    training, loading and compiling change them in place, so no per-step lookup is needed."""
+
     def __init__(self, model: nn.Module, rate: float) -> None:
         self.rate = rate
-        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
-        params = dict(model.named_parameters())
-        self.shadow = [params[n].detach().clone() for n in self.names]
-
-    def _params(self, model: nn.Module) -> list[torch.Tensor]:
-        params = dict(model.named_parameters())
-        return [params[n] for n in self.names]
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.names = [n for n, _ in named]
+        self.params = [p.detach() for _, p in named]        # views of the live weights
+        self.shadow = [p.clone() for p in self.params]
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self) -> None:
         """shadow <- rate * shadow + (1 - rate) * weights, one multi-tensor kernel."""
-        torch._foreach_lerp_(self.shadow, [p.detach() for p in self._params(model)], 1.0 - self.rate)
+        torch._foreach_lerp_(self.shadow, self.params, 1.0 - self.rate)
 
     @contextlib.contextmanager
-    def applied(self, model: nn.Module) -> Iterator[None]:
-        """The model with the averaged weights inside the block, its own weights restored after."""
-        params = [p.detach() for p in self._params(model)]
-        saved = [p.clone() for p in params]
-        torch._foreach_copy_(params, self.shadow)
+    def applied(self) -> Iterator[None]:
+        """The averaged weights in the model inside the block, its own weights restored after."""
+        saved = [p.clone() for p in self.params]
+        torch._foreach_copy_(self.params, self.shadow)
         try:
             yield
         finally:
-            torch._foreach_copy_(params, saved)
+            torch._foreach_copy_(self.params, saved)
 
     def state(self) -> dict[str, torch.Tensor]:
         return {f"ema/{n}": s.cpu() for n, s in zip(self.names, self.shadow)}

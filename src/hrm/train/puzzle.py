@@ -120,7 +120,7 @@ class PuzzleRun(Run):
                           warmup_constant(s.step, r.puzzle_emb_lr, r.warmup_steps), r.puzzle_emb_weight_decay)
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
-            self.ema.update(self.model)
+            self.ema.update()
         s.step += 1
 
     def segment(self, x: torch.Tensor, y: torch.Tensor, pid: torch.Tensor) -> torch.Tensor:
@@ -216,7 +216,7 @@ class PuzzleRun(Run):
 
     def averaged(self) -> contextlib.AbstractContextManager[None]:
         """The moving-average weights in place (TRM), or the weights as they are."""
-        return self.ema.applied(self.model) if self.ema is not None else contextlib.nullcontext()
+        return self.ema.applied() if self.ema is not None else contextlib.nullcontext()
 
     def write_outputs(self, monitor: Any) -> None:
         with self.averaged():                  # model.pt holds what was evaluated
