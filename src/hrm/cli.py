@@ -50,7 +50,25 @@ def _run_verb(verb: str, params: Params, args: argparse.Namespace) -> int:
 
 
 def cmd_train(params: Params, args: argparse.Namespace) -> int:
+    from hrm import launch
+
+    exp = params.experiment(args.experiment)
+    if exp.world > 1 and not launch.launched():        # this process starts the ranks and waits for them
+        _seed(params, args.experiment, args.seed)
+        return launch.torchrun(exp, args.argv)
     return _run_verb("train", params, args)
+
+
+def _pin(params: Params, args: argparse.Namespace) -> None:
+    """--gpu-slots N: hold the GPUs this job uses (a training's processes, else one) among the machine's N."""
+    from hrm import launch
+
+    if args.gpu_slots is None or launch.launched() or not getattr(args, "experiment", None):
+        return                     # a rank inherits its launcher's GPUs; download, build, report use none
+    if args.gpu_slots < 1:
+        raise ConfigError(f"--gpu-slots: got {args.gpu_slots}; must be >= 1 (the machine's GPU count)")
+    exp = params.experiment(args.experiment)
+    launch.pin(exp.processes if args.command == "train" else 1, args.gpu_slots)
 
 
 def cmd_evaluate(params: Params, args: argparse.Namespace) -> int:
@@ -164,6 +182,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hrm", description="Reproducible pipeline for the HRM studies.")
     p.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="params file (default: params.yaml)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--gpu-slots", type=int, default=None, metavar="N",
+                   help="this machine has N GPUs shared by concurrent jobs: take free ones for this job and set "
+                        "CUDA_VISIBLE_DEVICES (Snakemake passes it)")
     sub = p.add_subparsers(dest="command", required=True, metavar="STAGE")
     # `--params FILE` is accepted after the verb too; SUPPRESS keeps the verb from resetting it.
     after = argparse.ArgumentParser(add_help=False)
@@ -225,12 +246,14 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
+    args.argv = list(argv)            # what torchrun's ranks rerun (hrm.launch)
     provenance.set_command(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
         params = load_params(args.params)
         progress.configure(params.runtime.progress_seconds)
+        _pin(params, args)
         return int(args.fn(params, args))
     except OSError as exc:
         if exc.errno not in DiskFull.ERRNOS:

@@ -55,6 +55,9 @@ class Runtime:
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = spec(
         "torch.compile mode; reduce-overhead replays CUDA graphs (for the small, launch-bound image models)")
     data_on_device: bool = spec("puzzle training set resident on the device (image sets always are)")
+    processes: int = spec("data-parallel processes per training run and node, one per GPU (hrm.distributed); "
+                          "an experiment's own `processes` overrides it. Above 1, `hrm train` launches torchrun",
+                          ge=1, default=1)
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,10 @@ class ExperimentSpec:
                                           "models only); a stage each", default=())
     ablations: tuple[Ablation, ...] = spec("the ablation families the report tabulates this experiment in "
                                            "(labels: they change no run)", default=())
+    # How many processes train it: the global batch and the result do not depend on them (hrm.distributed).
+    processes: int | None = spec("data-parallel processes (GPUs) per node for this experiment's training; "
+                                 "default runtime.processes", ge=1, default=None)
+    nodes: int = spec("nodes its training spans (SLURM: srun launches torchrun on each)", ge=1, default=1)
 
 
 RecipeConfig = ImageRecipe | PuzzleRecipe
@@ -144,6 +151,13 @@ class Experiment:
     stands_for: str | None = None   # demo only: the paper experiment it stands in for
     analyses: tuple[str, ...] = ()  # `hrm analyze` kinds
     ablations: tuple[str, ...] = ()  # ablation families (report labels)
+    processes: int = 1              # data-parallel processes per node (one GPU each)
+    nodes: int = 1
+
+    @property
+    def world(self) -> int:
+        """Training processes in all: one rank per GPU, on every node."""
+        return self.processes * self.nodes
 
     @property
     def study(self) -> studies.Study:
@@ -157,13 +171,16 @@ class Experiment:
         return (body | ({"mode": self.mode} if self.mode is not None else {})
                 | ({"stands_for": self.stands_for} if self.stands_for is not None else {})
                 | ({"analyses": list(self.analyses)} if self.analyses else {})
-                | ({"ablations": list(self.ablations)} if self.ablations else {}))
+                | ({"ablations": list(self.ablations)} if self.ablations else {})
+                | ({"processes": self.processes} if self.processes != 1 else {})
+                | ({"nodes": self.nodes} if self.nodes != 1 else {}))
 
     def params_hash(self) -> str:
         """Hash of everything that shapes a run of this experiment (not the seed list, not the label)."""
         body = self.as_dict() | {"model": {"name": self.model_name, **identity(self.model)},
                                  "recipe": {"name": self.recipe_name, **identity(self.recipe)}}
-        for label in ("seeds", "stands_for", "analyses", "ablations"):   # what a run does not depend on
+        # What a run does not depend on; the process count changes float summation order only.
+        for label in ("seeds", "stands_for", "analyses", "ablations", "processes", "nodes"):
             body.pop(label, None)
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -208,7 +225,7 @@ def _recipe_class(name: str, body: Any) -> type:
 
 
 def _resolve(name: str, s: ExperimentSpec, models: dict[str, ModelConfig],
-             recipes: dict[str, RecipeConfig]) -> Experiment:
+             recipes: dict[str, RecipeConfig], runtime: Runtime) -> Experiment:
     """Check one experiment against its study (from the table in hrm.studies) and resolve it."""
     where = f"experiments.{name}"
     for key, table in (("dataset", studies.ALL_DATASETS), ("model", models), ("recipe", recipes)):
@@ -234,8 +251,13 @@ def _resolve(name: str, s: ExperimentSpec, models: dict[str, ModelConfig],
         if model.kind not in kinds:
             raise ConfigError(f"{where}.analyses: {kind!r} needs a model of kind {' or '.join(kinds)}; "
                               f"model {s.model!r} is of kind {model.kind}")
+    processes = s.processes or runtime.processes
+    if processes * s.nodes > recipe.batch_size:
+        raise ConfigError(f"{where}: {processes * s.nodes} processes ({s.nodes} node(s) x {processes}) would leave "
+                          f"some without rows of a batch of {recipe.batch_size} (recipes.{s.recipe}.batch_size); "
+                          f"use fewer processes (experiments.{name}.processes or runtime.processes)")
     return Experiment(name, s.group, s.dataset, s.model, model, s.recipe, recipe, s.seeds, s.mode, s.stands_for,
-                      s.analyses, s.ablations)
+                      s.analyses, s.ablations, processes, s.nodes)
 
 
 def parse_params(raw: Any, path: Path) -> Params:
@@ -252,7 +274,7 @@ def parse_params(raw: Any, path: Path) -> Params:
     models = _named_sections(_model_class, raw["models"], "models")
     recipes = _named_sections(_recipe_class, raw["recipes"], "recipes")
     specs = _named_sections(lambda n, b: ExperimentSpec, raw["experiments"], "experiments")
-    experiments = {name: _resolve(name, s, models, recipes) for name, s in specs.items()}
+    experiments = {name: _resolve(name, s, models, recipes, runtime) for name, s in specs.items()}
     for name, e in experiments.items():
         if e.stands_for is None:
             continue

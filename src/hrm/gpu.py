@@ -6,6 +6,7 @@ Without a GPU or without NVML every GPU field is null and nothing fails.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from types import TracebackType
@@ -133,6 +134,35 @@ class GpuMonitor:
             joules = sum((b[0] - a[0]) * (a[3] + b[3]) / 2 for a, b in zip(self.samples, self.samples[1:]))
             facts["energy_joules"], facts["energy_source"] = round(joules, 1), "integrated power samples"
         return facts
+
+
+def sum_over_ranks(facts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One run's GPU facts from its ranks' (one GPU each): memory and energy summed over the GPUs,
+    utilisation averaged; a field is null if any rank's is. One rank: its facts unchanged."""
+    if len(facts) == 1:
+        return facts[0]
+    out = dict(facts[0])
+    for key in ("nvml_peak_memory_used_mib", "energy_joules", "torch_max_memory_allocated_mib",
+                "torch_max_memory_reserved_mib", "nvml_mean_utilization_pct"):
+        values = [f[key] for f in facts]
+        total = None if None in values else sum(values)
+        out[key] = total if total is None or key != "nvml_mean_utilization_pct" else round(total / len(facts), 1)
+    out["gpus"] = len(facts) if out["device_name"] is not None else None
+    return out
+
+
+def count() -> int:
+    """GPUs this process may use: those CUDA_VISIBLE_DEVICES lists, else every one NVML sees; 0 without NVML."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip()])
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return int(pynvml.nvmlDeviceGetCount())
+    except Exception:  # no library, no driver, no permission: no GPU to schedule
+        return 0
 
 
 def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:

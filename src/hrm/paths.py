@@ -7,6 +7,8 @@ are relative to the project root (the working directory of every stage).
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 # Downloads and built arrays: DVC-cached, git-ignored.
@@ -33,6 +35,13 @@ ANALYSIS = RUN_DIR + "/analysis/{analysis}.json"
 ANALYSIS_FIGURE = RUN_DIR + "/analysis/{analysis}.png"
 GROUP_FIGURES = "{root}/figures"
 AUDIT = "{root}/README.md"                       # the reader's audit page (hrm.audit)
+
+# GPU slots of one machine (hrm.launch): a lock file per GPU, shared by every checkout of one user, so
+# that concurrent Snakemake jobs each hold their own GPUs. $HRM_GPU_SLOT_DIR moves it (tests do).
+def gpu_slot_dir() -> Path:
+    default = Path(tempfile.gettempdir()) / f"hrm-gpu-slots-{os.getuid()}"
+    return Path(os.environ.get("HRM_GPU_SLOT_DIR", default))
+
 
 # Benchmarks kept as measurements (`hrm bench ... --save`): JSON with provenance, and figures. Committed.
 BENCH = "results/bench/{name}.{ext}"

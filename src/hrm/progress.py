@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -41,7 +42,8 @@ class Progress:
         self._start = self._last = clock()
         self._start_done = 0
         self._rich = None
-        if sys.stderr.isatty() if tty is None else tty:
+        # A bar on a terminal; of a torchrun launch, rank 0's only (the others log nothing below warnings).
+        if (sys.stderr.isatty() if tty is None else tty) and os.environ.get("RANK", "0") == "0":
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,

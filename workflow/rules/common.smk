@@ -7,13 +7,40 @@ from snakemake.exceptions import WorkflowError
 from hrm import paths, stages, studies
 from hrm.analyze import KINDS as ANALYSIS_KINDS
 from hrm.config import load_params
-from hrm.gpu import jobs_use_gpu
+from hrm.gpu import count as gpu_count, jobs_use_gpu
 
 PARAMS = load_params()
 TABLE = stages.stage_table(PARAMS)
-# Whether train/evaluate jobs hold a GPU: runtime.device, and CUDA on this machine, or on the
-# cluster's nodes when the profile says so (config gpu_nodes=true: the SLURM profile).
-JOB_GPUS = int(jobs_use_gpu(PARAMS.runtime.device, bool(config.get("gpu_nodes", False))))
+# GPUs. On SLURM (the profile's config gpu_nodes=true) the jobs run on GPU nodes, which SLURM hands out.
+# On one machine the GPU count is `--config gpus=N`, else what NVML sees: at most that many GPU jobs run
+# at once (the `gpu` resource's limit, unless --resources gpu=K is given), and each job takes free GPUs
+# for itself with `hrm --gpu-slots N` (hrm.launch.pin: CUDA_VISIBLE_DEVICES). JOB_GPUS: whether
+# train/evaluate jobs hold GPUs at all (runtime.device, and GPUs here or on the nodes).
+SLURM = bool(config.get("gpu_nodes", False))
+try:
+    GPUS = 0 if SLURM else int(config.get("gpus", -1))
+except ValueError:
+    raise WorkflowError(f"--config gpus: got {config['gpus']!r}; the machine's GPU count, an integer >= 0")
+GPUS = gpu_count() if GPUS < 0 else GPUS
+JOB_GPUS = int(jobs_use_gpu(PARAMS.runtime.device, SLURM or GPUS > 0))
+if JOB_GPUS and not SLURM and "gpu" not in workflow.global_resources:
+    workflow.register_resource("gpu", max(GPUS, 1))
+SLOTS = f" --gpu-slots {max(GPUS, 1)}" if JOB_GPUS and not SLURM else ""
+
+
+def _gpus(wc, training):
+    """GPUs a job holds on one node: a training's processes, an evaluation or analysis one."""
+    return (PARAMS.experiment(wc.experiment).processes if training else 1) * JOB_GPUS
+
+
+def local_gpus(training=False):
+    """The `gpu` resource: counted against the machine's GPUs; 0 on SLURM, where `gres` asks for them."""
+    return lambda wc: 0 if SLURM else _gpus(wc, training)
+
+
+def slurm_gres(training=False):
+    """The `gres` resource the SLURM executor turns into --gres=gpu:K (K per node); empty elsewhere."""
+    return lambda wc: f"gpu:{_gpus(wc, training)}" if SLURM and JOB_GPUS else ""
 
 
 def job_threads(wc):
@@ -34,6 +61,13 @@ def _names(study):
     return "|".join(re.escape(n) for n in names) or "(?!)"
 
 
+def _spanning(several):
+    """A regex of the experiments whose training spans several nodes (or of the others)."""
+    names = [e.name for e in PARAMS.experiments.values() if (e.nodes > 1) == several]
+    return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
+ONE_NODE_EXPERIMENTS, MULTI_NODE_EXPERIMENTS = _spanning(False), _spanning(True)
 IMAGE_EXPERIMENTS = _names("image")
 PUZZLE_EXPERIMENTS = _names("puzzle")
 IMAGE, PUZZLE = studies.STUDIES["image"], studies.STUDIES["puzzle"]

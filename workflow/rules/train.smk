@@ -1,5 +1,6 @@
 # train -> evaluate, one job per (experiment, seed). {root} must be the experiment's group root.
-# Only jobs that hold a GPU count against the gpu=1 limit (profiles/default); CPU jobs share the cores.
+# GPU jobs count against the machine's GPUs (the `gpu` resource, common.smk) and take free ones
+# (--gpu-slots); on SLURM they ask for theirs (`gres`). CPU jobs share the cores.
 
 
 rule train:
@@ -12,16 +13,51 @@ rule train:
         steps=paths.STEPS,
     log:
         paths.RUN_LOG.format(verb="train", root="{root}", experiment="{experiment}", seed="{seed}"),
+    wildcard_constraints:
+        experiment=ONE_NODE_EXPERIMENTS,
     conda:
         "../envs/hrm.yaml"
     threads: job_threads
     resources:
-        gpu=JOB_GPUS,
+        gpu=local_gpus(training=True),
+        gres=slurm_gres(training=True),
     params:
         # Changing the experiment's params changes this hash, which makes Snakemake rerun the job.
         config=lambda wc: experiment(wc).params_hash(),
+        slots=SLOTS,
     shell:
-        "python -m hrm train {wildcards.experiment} --seed {wildcards.seed} > {log} 2>&1"
+        "python -m hrm{params.slots} train {wildcards.experiment} --seed {wildcards.seed} > {log} 2>&1"
+
+
+# A training over several nodes (experiments.X.nodes > 1; SLURM only): one task per node, each of
+# which runs torchrun for its GPUs (hrm.launch). `mpi` makes the SLURM executor run the command as
+# it is (srun inside); tasks = nodes; tasks_per_gpu 0 keeps it from asking for a task per GPU.
+rule train_nodes:
+    input:
+        lambda wc: stages.train_deps(experiment(wc)),
+    output:
+        model=paths.MODEL,
+        metrics=paths.METRICS,
+        history=paths.HISTORY,
+        steps=paths.STEPS,
+    log:
+        paths.RUN_LOG.format(verb="train", root="{root}", experiment="{experiment}", seed="{seed}"),
+    wildcard_constraints:
+        experiment=MULTI_NODE_EXPERIMENTS,
+    conda:
+        "../envs/hrm.yaml"
+    resources:
+        gpu=0,
+        gres=slurm_gres(training=True),
+        nodes=lambda wc: experiment(wc).nodes,
+        tasks=lambda wc: experiment(wc).nodes,
+        tasks_per_gpu=0,
+        mpi="srun",
+    params:
+        config=lambda wc: experiment(wc).params_hash(),
+    shell:
+        "srun --nodes={resources.nodes} --ntasks-per-node=1 python -m hrm train {wildcards.experiment} "
+        "--seed {wildcards.seed} > {log} 2>&1"
 
 
 rule evaluate:
@@ -39,11 +75,13 @@ rule evaluate:
         "../envs/hrm.yaml"
     threads: job_threads
     resources:
-        gpu=JOB_GPUS,
+        gpu=local_gpus(),
+        gres=slurm_gres(),
     params:
         config=lambda wc: experiment(wc).params_hash(),
+        slots=SLOTS,
     shell:
-        "python -m hrm evaluate {wildcards.experiment} --seed {wildcards.seed} > {log} 2>&1"
+        "python -m hrm{params.slots} evaluate {wildcards.experiment} --seed {wildcards.seed} > {log} 2>&1"
 
 
 rule evaluate_puzzle:
@@ -62,11 +100,13 @@ rule evaluate_puzzle:
         "../envs/hrm.yaml"
     threads: job_threads
     resources:
-        gpu=JOB_GPUS,
+        gpu=local_gpus(),
+        gres=slurm_gres(),
     params:
         config=lambda wc: experiment(wc).params_hash(),
+        slots=SLOTS,
     shell:
-        "python -m hrm evaluate {wildcards.experiment} --seed {wildcards.seed} > {log} 2>&1"
+        "python -m hrm{params.slots} evaluate {wildcards.experiment} --seed {wildcards.seed} > {log} 2>&1"
 
 
 rule analyze:
@@ -89,8 +129,11 @@ rule analyze:
         "../envs/hrm.yaml"
     threads: job_threads
     resources:
-        gpu=JOB_GPUS,
+        gpu=local_gpus(),
+        gres=slurm_gres(),
     params:
         config=lambda wc: experiment(wc).params_hash(),
+        slots=SLOTS,
     shell:
-        "python -m hrm analyze {wildcards.analysis} {wildcards.experiment} --seed {wildcards.seed} > {log} 2>&1"
+        "python -m hrm{params.slots} analyze {wildcards.analysis} {wildcards.experiment} --seed {wildcards.seed} "
+        "> {log} 2>&1"

@@ -50,8 +50,11 @@ def _where(mask: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Te
 
 
 def act_step(model: PuzzleHRM, state: ActState, inputs: torch.Tensor, labels: torch.Tensor,
-             puzzle_ids: torch.Tensor, generator: torch.Generator | None = None) -> tuple[ActState, ActOutput]:
-    """One segment for every row; rows halted last time are reset onto the new batch's examples."""
+             puzzle_ids: torch.Tensor, generator: torch.Generator | None = None,
+             share: tuple[int, slice] | None = None) -> tuple[ActState, ActOutput]:
+    """One segment for every row; rows halted last time are reset onto the new batch's examples.
+    `share` = (global batch, these rows) when this process holds a slice of the batch (hrm.distributed):
+    the exploration draws are made for the global batch and sliced, so every rank's generator stays in step."""
     c = model.c
     fresh = model.initial_carry(*inputs.shape)
     h = state.halted
@@ -68,8 +71,9 @@ def act_step(model: PuzzleHRM, state: ActState, inputs: torch.Tensor, labels: to
         if model.training and c.halt_max_steps > 1:
             halted = halted | wants_halt(c, out.q_halt, out.q_continue)
             # Drawn on the CPU generator (checkpointed, the same on every device), copied without a sync.
-            explore = to_device(torch.rand(steps.shape, generator=generator), steps.device) < c.halt_exploration
-            floor = to_device(torch.randint(2, c.halt_max_steps + 1, steps.shape, generator=generator), steps.device)
+            n, rows = share or (len(steps), slice(None))
+            explore = to_device(torch.rand(n, generator=generator)[rows], steps.device) < c.halt_exploration
+            floor = to_device(torch.randint(2, c.halt_max_steps + 1, (n,), generator=generator)[rows], steps.device)
             halted = halted & (steps >= explore * floor)
             if c.halting == "q-learning":
                 nxt = model.segment(out.carry, data[0], data[2])

@@ -5,7 +5,9 @@ copy per epoch is the shuffled index order (numpy PCG64 seeded with seed + epoch
 code). The test set is evaluated after every epoch, where a checkpoint is written (and mid-epoch
 on SIGTERM/SIGINT). What one batch does: `classifier_step` (CNN) or `hrm_image_step` (deep
 supervision, an update after each segment), with the author code's quirks in faithful mode (I.5).
-Lock, signals, OOM, checkpoint and output files: `hrm.train.run`.
+Lock, signals, OOM, checkpoint and output files: `hrm.train.run`. With several processes each rank
+takes its rows of every batch (hrm.distributed), BatchNorm statistics span the global batch, and
+the gradients are summed over the ranks before the clip.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from hrm import studies
 from hrm.checkpoint import RunState
 from hrm.config import Experiment, ImageRecipe, Params
 from hrm.data import build as built
+from hrm.distributed import Ranks, sync_batchnorm
 from hrm.errors import NumericalError
 from hrm.evaluate.image_pass import Normalizer, predict
 from hrm.gpu import synchronize, to_device
@@ -60,11 +63,18 @@ class StepContext:
     device: torch.device
     precision: str
     post_update_acc: bool             # faithful HRM-CIFAR quirk: accuracy of a re-run after the updates
+    ranks: Ranks
+    share: float = 1.0                # this rank's fraction of the current global batch
 
     def update(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-        """Backward, global-norm clip, then one optimizer step at lr_at(updates)."""
+        """Backward, global-norm clip, then one optimizer step at lr_at(updates). With several ranks the
+        local mean is weighted by the rank's share and the gradients summed: the global batch's mean."""
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if self.ranks.world == 1:
+            loss.backward()
+        else:
+            (loss * self.share).backward()
+            self.ranks.grads(list(model.parameters()))
         if self.recipe.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), self.recipe.grad_clip)
         set_lr(optimizer, self.schedule(self.state.step))
@@ -154,8 +164,9 @@ class ImageRun(Run):
 
     load_data = staticmethod(built.load)
 
-    def __init__(self, params: Params, exp: Experiment, seed: int, data: built.ImageData) -> None:
-        super().__init__(params, exp, seed)
+    def __init__(self, params: Params, exp: Experiment, seed: int, data: built.ImageData,
+                 ranks: Ranks | None = None) -> None:
+        super().__init__(params, exp, seed, ranks)
         assert isinstance(exp.recipe, ImageRecipe)
         self.recipe: ImageRecipe = exp.recipe
         arrays = (data.train_x, data.train_y, data.test_x, data.test_y)
@@ -165,6 +176,7 @@ class ImageRun(Run):
         self.shape = studies.shape(exp.dataset)
         self.model = build_model(exp.model, self.shape)
         self.model.init_weights(torch.Generator().manual_seed(seed))
+        sync_batchnorm(self.model, self.ranks)
         self.model.to(self.device)
         set_precision(self.model, self.device, self.runtime.precision)
         r = self.recipe
@@ -179,7 +191,7 @@ class ImageRun(Run):
     def setup(self) -> None:
         self.ctx = StepContext(self.recipe, make_schedule(self.exp, self.steps_per_epoch), self.state, self.device,
                                self.runtime.precision, post_update_acc=self.exp.mode == "faithful"
-                               and self.recipe.train_acc == "post_update")
+                               and self.recipe.train_acc == "post_update", ranks=self.ranks)
 
     def loop(self) -> None:
         for epoch in range(self.state.epoch + 1, self.recipe.epochs + 1):
@@ -204,12 +216,13 @@ class ImageRun(Run):
             for i in range(start, n_batches):
                 loss, hits = self.train_batch(order[i * bs:(i + 1) * bs])
                 losses[i], correct = loss, correct + hits
-                if (i + 1) % self.check_every == 0 or i + 1 == n_batches or self.stop.received:
+                due = (i + 1) % self.check_every == 0 or i + 1 == n_batches
+                if due or self.stop.received:
                     self.check_finite(losses, checked, i + 1, epoch)
                     checked = i + 1
                 every = self.runtime.log_every_steps
                 bar.advance(1, f"loss {loss.item():.4f}" if (i + 1) % every == 0 else "")
-                if self.stop.received and i + 1 < n_batches:
+                if self.should_stop(due) and i + 1 < n_batches:
                     synchronize(self.device)
                     s.step_losses += losses[start:i + 1].cpu().tolist()
                     s.offset = (i + 1) * bs
@@ -225,14 +238,23 @@ class ImageRun(Run):
         return torch.from_numpy(epoch_order(len(self.x_train), self.seed, epoch)).to(self.device)
 
     def train_batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One batch (the rows `idx` of the training set): (mean loss, correct predictions), on the device."""
+        """One batch (the rows `idx` of the training set): (mean loss, correct predictions) over the
+        global batch, on the device. This rank trains on its share of the rows."""
         mark_step(self.runtime, self.device)
         x = self.x_train[idx]
         if self.recipe.augment != "none":
-            # Seeded by (run seed, update counter): the same draws when a killed run resumes.
+            # Seeded by (run seed, update counter): the same draws when a killed run resumes; drawn for
+            # the global batch, so every rank's rows are augmented as one process would.
             x = crop_flip(x, torch.Generator().manual_seed(self.seed * 1_000_003 + self.state.step),
                           flip=self.recipe.augment == "crop-flip")
-        return self.step_fn(self.model, self.normalize(x), self.y_train[idx], self.optimizer, self.ctx)
+        if self.ranks.world == 1:
+            return self.step_fn(self.model, self.normalize(x), self.y_train[idx], self.optimizer, self.ctx)
+        rows = self.ranks.share(len(idx))
+        self.ctx.share = (rows.stop - rows.start) / len(idx)
+        loss, hits = self.step_fn(self.model, self.normalize(x[rows]), self.y_train[idx[rows]], self.optimizer,
+                                  self.ctx)
+        total = self.ranks.sum(torch.stack([loss.double() * self.ctx.share, hits.double()]))
+        return total[0].float(), total[1]
 
     def check_finite(self, losses: torch.Tensor, lo: int, hi: int, epoch: int) -> None:
         """Stop on the first NaN/Inf loss in losses[lo:hi], before anything is checkpointed."""
@@ -260,7 +282,7 @@ class ImageRun(Run):
         log.info("%s epoch %d/%d: train loss %.4f acc %.4f | test acc %.4f | %.1fs", self.label, epoch,
                  self.recipe.epochs, row["train_loss"], row["train_acc"], test_acc, train_s)
         self.save()
-        if self.stop.received and epoch < self.recipe.epochs:
+        if self.should_stop(True) and epoch < self.recipe.epochs:
             raise self.stopped(f"after epoch {epoch}")
 
     def metrics(self, best: dict[str, Any]) -> dict[str, Any]:

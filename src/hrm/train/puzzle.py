@@ -11,6 +11,11 @@ and saved as model.pt. The test set is scored (exact accuracy at M_max, no votin
 `hrm evaluate`'s) every `eval_interval` epochs, where a checkpoint is written (and on SIGTERM/SIGINT).
 The checkpoint holds the ACT carry, the exploration RNG and the stream position, so a killed run
 resumes exactly. Lock, signals, OOM, checkpoint and output files: `hrm.train.run`.
+
+With several processes (hrm.distributed) each rank holds its rows of every batch and of the ACT
+carry; the loss is scaled by 1/global batch and the gradients summed over the ranks; the touched
+puzzle-embedding rows and their gradients are gathered from all ranks, so every rank applies the
+one process's sign-SGD update; a checkpoint holds the whole carry, whatever the number of ranks.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import torch
 from hrm import studies
 from hrm.config import Experiment, Params, PuzzleRecipe
 from hrm.data.puzzles import stream
+from hrm.distributed import Ranks
 from hrm.errors import HrmError, NumericalError
 from hrm.evaluate.puzzle_pass import score_puzzles
 from hrm.losses import act_loss
@@ -48,8 +54,9 @@ def warmup_constant(step: int, peak: float, warmup: int) -> float:
 class PuzzleRun(Run):
     load_data = staticmethod(stream.load)
 
-    def __init__(self, params: Params, exp: Experiment, seed: int, data: stream.PuzzleData) -> None:
-        super().__init__(params, exp, seed)
+    def __init__(self, params: Params, exp: Experiment, seed: int, data: stream.PuzzleData,
+                 ranks: Ranks | None = None) -> None:
+        super().__init__(params, exp, seed, ranks)
         assert isinstance(exp.recipe, PuzzleRecipe)
         self.data, self.recipe = data, exp.recipe
         self.shape = studies.shape(exp.dataset, data.num_ids)
@@ -80,10 +87,11 @@ class PuzzleRun(Run):
     # ---- exact resume: the ACT carry and the exploration RNG (the stream is a function of seed and position)
     def extra_state(self) -> dict[str, Any]:
         extra: dict[str, Any] = {"act_rng": self.gen.get_state(), **(self.ema.state() if self.ema else {})}
-        if self.act is not None:
-            a = self.act
-            extra |= {"act_z_h": a.carry.z_h, "act_z_l": a.carry.z_l, "act_steps": a.steps, "act_halted": a.halted,
-                      "act_inputs": a.inputs, "act_labels": a.labels, "act_puzzle_ids": a.puzzle_ids}
+        if self.act is not None:            # the whole carry: every rank's rows, in rank order
+            a, g = self.act, self.ranks.gather
+            extra |= {"act_z_h": g(a.carry.z_h), "act_z_l": g(a.carry.z_l), "act_steps": g(a.steps),
+                      "act_halted": g(a.halted), "act_inputs": g(a.inputs), "act_labels": g(a.labels),
+                      "act_puzzle_ids": g(a.puzzle_ids)}
         return {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in extra.items()}
 
     def load_extra(self, extra: dict[str, Any]) -> None:
@@ -92,7 +100,8 @@ class PuzzleRun(Run):
         if self.ema is not None:
             self.ema.load(extra)
         if "act_z_h" in extra:
-            t = {k: v.to(self.device) for k, v in extra.items() if k.startswith("act_") and k != "act_rng"}
+            rows = self.ranks.share(len(extra["act_z_h"]))             # this rank's rows of the saved carry
+            t = {k: v[rows].to(self.device) for k, v in extra.items() if k.startswith("act_") and k != "act_rng"}
             self.act = ActState(Carry(t["act_z_h"], t["act_z_l"]), t["act_steps"], t["act_halted"], t["act_inputs"],
                                 t["act_labels"], t["act_puzzle_ids"])
 
@@ -111,30 +120,39 @@ class PuzzleRun(Run):
         return self.batches_done >= self.total or (budget > 0 and self.state.step >= budget)
 
     def update(self, loss: torch.Tensor, batch: int, touched: Any) -> None:
+        """One optimizer step on the loss summed over this rank's rows; `batch` is the global batch."""
         r, s = self.recipe, self.state
         (loss / batch).backward()
+        self.ranks.grads(list(self.model.parameters()))
         set_lr(self.optimizer, warmup_constant(s.step, r.lr, r.warmup_steps))
         self.optimizer.step()
         if touched is not None and touched.rows.grad is not None:
-            sign_sgd_rows(self.model.puzzle.table, touched.ids, touched.rows.grad,
+            sign_sgd_rows(self.model.puzzle.table, self.ranks.gather(touched.ids),
+                          self.ranks.gather(touched.rows.grad),
                           warmup_constant(s.step, r.puzzle_emb_lr, r.warmup_steps), r.puzzle_emb_weight_decay)
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update()
         s.step += 1
 
-    def segment(self, x: torch.Tensor, y: torch.Tensor, pid: torch.Tensor) -> torch.Tensor:
-        """One ACT segment and one update. Returns, still on the device (no host sync here):
-        [loss per example, lm, bce_halt, bce_continue, exact accuracy of the rows that halted (nan if none)]."""
+    def segment(self, x: torch.Tensor, y: torch.Tensor, pid: torch.Tensor, batch: int) -> torch.Tensor:
+        """One ACT segment and one update on this rank's rows of a global batch of `batch`. Returns, on the
+        device (no host sync here), over the global batch: [loss per example, lm, bce_halt, bce_continue,
+        exact accuracy of the rows that halted (nan if none)]."""
         if self.act is None:
             self.act = initial_state(self.model, x, y, pid)
+        share = (batch, self.ranks.share(batch)) if self.ranks.world > 1 else None
         with self.autocast:
-            self.act, out = act_step(self.model, self.act, x, y, pid, self.gen)
+            self.act, out = act_step(self.model, self.act, x, y, pid, self.gen, share)
         if self.own_carry:      # CUDA graphs reuse their output memory at the next step: keep a copy
             self.act.carry = Carry(self.act.carry.z_h.clone(), self.act.carry.z_l.clone())
         losses = act_loss(out.out.logits, self.act.labels, out.out.q_halt, out.out.q_continue, out.target_q_continue)
-        self.update(losses.total, len(x), out.out.puzzle_rows)
+        self.update(losses.total, batch, out.out.puzzle_rows)
         halted = self.act.halted
+        if self.ranks.world > 1:            # sums over the ranks, then the one process's row
+            t = self.ranks.sum(torch.stack([losses.total, losses.lm, losses.q_halt, losses.q_continue,
+                                            (losses.seq_correct & halted).sum(), halted.sum()]).detach().double())
+            return torch.stack([t[0] / batch, t[1], t[2], t[3], t[4] / t[5]])
         acc = (losses.seq_correct & halted).sum() / halted.sum()      # 0/0 = nan when no row halted
         return torch.stack([losses.total / len(x), losses.lm, losses.q_halt, losses.q_continue, acc]).detach().double()
 
@@ -168,30 +186,32 @@ class PuzzleRun(Run):
         self.pending.append(self.train_batch(self.stream.next()))
         s.epoch, s.offset = self.stream.epoch - 1, self.stream.offset
         done, evaluate = self.batches_done, self.finished() or self.batches_done % self.eval_every == 0
-        if done % self.check_every == 0 or evaluate or self.stop.received:
+        due = done % self.check_every == 0 or evaluate
+        if due or self.stop.received:
             self.flush()
         logged = done % self.runtime.log_every_steps == 0          # losses are on the host then
         bar.advance(1, f"update {s.step}, loss {s.step_losses[-1]:.4f}, halted-row exact acc "
                        f"{s.since_eval.get('train_acc', math.nan):.3f}" if logged else "")
         if evaluate:
             self.evaluate_now()
-        if self.stop.received:
+        if self.should_stop(due):
             self.save()
             raise self.stopped(f"at update {s.step}")
 
     def train_batch(self, idx: np.ndarray) -> torch.Tensor:
         """Train on the examples `idx` as the recipe's scheme says; the last segment's loss row (device)."""
         mark_step(self.runtime, self.device)
+        batch, idx = len(idx), idx[self.ranks.share(len(idx))]        # this rank's rows
         if self.resident is not None:
             x, y, pid = self.resident.tensors(idx)
         else:
             x, y, pid = stream.tensors(self.data.train, idx, self.stream.puzzle_of, self.device)
         if self.recipe.scheme == "carry":
-            return self.segment(x, y, pid)
+            return self.segment(x, y, pid, batch)
         self.act = None
         for _ in range(self.exp.model.halt_max_steps):
-            row = self.segment(x, y, pid)
-            if bool(self.act.halted.all()):               # a host sync, inherent to this scheme
+            row = self.segment(x, y, pid, batch)
+            if self.ranks.all(self.act.halted.all()):     # a host sync, inherent to this scheme
                 break
         self.act = None                                   # the next batch starts fresh
         return row

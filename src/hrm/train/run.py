@@ -4,10 +4,15 @@ the checkpoint (one `RunState` whose fields mean the same in both studies) and t
 A trainer subclasses `Run` and implements `setup()` (after the state is restored), `loop()`,
 `extra_state()` / `load_extra()` for what only it needs to resume exactly, and `metrics()`.
 `Run.execute()` does the rest: lock, resume, signals, NVML, outputs, checkpoint removal.
+
+With several processes (hrm.distributed) every rank runs the same loop on its rows of each batch;
+rank 0 alone holds the lock and writes checkpoints and outputs; the ranks agree on a stop signal
+(`should_stop`) so that all save and leave at the same batch; NVML figures are summed over them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
 import io
@@ -24,8 +29,9 @@ import torch
 from hrm import checkpoint, paths, provenance
 from hrm.atomic import write_bytes, write_json, write_text
 from hrm.config import Experiment, Params, Runtime
+from hrm.distributed import Ranks, group
 from hrm.errors import HrmError, Stopped
-from hrm.gpu import GpuMonitor, resolve_device
+from hrm.gpu import GpuMonitor, resolve_device, sum_over_ranks
 
 log = logging.getLogger("hrm")
 
@@ -107,8 +113,9 @@ def csv_text(rows: list[dict[str, object]]) -> str:
 class Run:
     """One training run of either study; see the module docstring for what a subclass provides."""
 
-    def __init__(self, params: Params, exp: Experiment, seed: int) -> None:
+    def __init__(self, params: Params, exp: Experiment, seed: int, ranks: Ranks | None = None) -> None:
         self.params, self.exp, self.seed, self.runtime = params, exp, seed, params.runtime
+        self.ranks = ranks or Ranks.single()
         self.device = resolve_device(self.runtime.device)
         configure_torch(self.runtime)
         self.ckpt = paths.checkpoint_file(exp.group, exp.name, seed)
@@ -148,13 +155,36 @@ class Run:
     # ---- the harness
     @classmethod
     def train(cls, params: Params, name: str, seed: int) -> Path:
-        """`hrm train` for this study; refuses (exit 2) if another process holds the run folder."""
+        """`hrm train` for this study, in this process or as one rank of a torchrun launch (hrm.launch);
+        refuses (exit 2) if another process holds the run folder."""
         exp = params.experiment(name)
-        return cls(params, exp, seed, cls.load_data(exp.dataset)).execute()  # type: ignore[call-arg]
+        with group(params.runtime.device != "cpu" and torch.cuda.is_available()) as ranks:
+            if not ranks.main:              # one log and one progress bar per run: rank 0's
+                log.setLevel(logging.WARNING)
+            data = cls.load_data(exp.dataset)
+            return cls(params, exp, seed, data, ranks=ranks).execute()  # type: ignore[call-arg]
+
+    @contextlib.contextmanager
+    def locked(self) -> Any:
+        """Rank 0 takes the run lock; every rank refuses if it could not (they agree in a collective)."""
+        lock = RunLock(paths.run_dir(self.exp.group, self.exp.name, self.seed)) if self.ranks.main else None
+        refused: HrmError | None = None
+        try:
+            if lock is not None:
+                lock.__enter__()
+        except HrmError as exc:
+            refused, lock = exc, None
+        if self.ranks.any(refused is not None):
+            raise refused or HrmError(f"{self.label}: rank 0 could not lock the run folder; see its message")
+        try:
+            yield
+        finally:
+            if lock is not None:
+                lock.__exit__(None, None, None)
 
     def execute(self) -> Path:
         exp, r = self.exp, self.exp.recipe
-        with RunLock(paths.run_dir(exp.group, exp.name, self.seed)):
+        with self.locked():
             try:
                 return self._execute()
             except torch.cuda.OutOfMemoryError:
@@ -162,6 +192,14 @@ class Run:
                                f"{r.eval_batch_size}); lower recipes.{exp.recipe_name}.batch_size (or "
                                f".eval_batch_size) in {self.params.path}, or set runtime.precision: bf16; no "
                                f"outputs were written, earlier checkpoints are kept") from None
+            except RuntimeError as exc:
+                # A collective fails when a peer died (gloo: connection reset; NCCL: watchdog): one line, no
+                # traceback. Nothing was written since the last checkpoint, which the same command resumes.
+                if self.ranks.world == 1 or not any(w in str(exc) for w in ("gloo", "NCCL", "onnection")):
+                    raise
+                raise HrmError(f"{self.label}: rank {self.ranks.rank} of {self.ranks.world}: a collective failed "
+                               f"({str(exc).splitlines()[0][:200]}): another rank died or hung; outputs since the "
+                               f"last checkpoint are lost, rerun the same command to resume from it") from None
 
     def _execute(self) -> Path:
         restored = checkpoint.resume(self.ckpt, self.state.params_hash, self.model, self.optimizer)
@@ -173,15 +211,29 @@ class Run:
         with GpuMonitor(self.device, self.runtime.nvml_interval_s) as monitor, self.stop:
             self.loop()
         self.write_outputs(monitor)
-        checkpoint.remove(self.ckpt)   # finished: a rerun must retrain, not resume at the end
+        if self.ranks.main:
+            checkpoint.remove(self.ckpt)   # finished: a rerun must retrain, not resume at the end
         return paths.model_file(self.exp.group, self.exp.name, self.seed)
 
     def elapsed(self) -> float:
         return self.prior_s + time.perf_counter() - self.t_start
 
     def save(self) -> None:
+        """Every rank calls it (gathering per-rank state is a collective); rank 0 writes."""
         self.state.elapsed_s = self.elapsed()
-        checkpoint.save(self.ckpt, self.state, self.model, self.optimizer, self.extra_state())
+        extra = self.extra_state()
+        if self.ranks.main:
+            checkpoint.save(self.ckpt, self.state, self.model, self.optimizer, extra)
+
+    def should_stop(self, due: bool) -> bool:
+        """Whether to stop after this batch on a SIGTERM/SIGINT. One process: at once. Several: the ranks
+        agree at the `due` batches (the same on every rank: a collective), so all save and leave together."""
+        if self.ranks.world == 1:
+            return self.stop.received is not None
+        if not due or not self.ranks.any(self.stop.received is not None):
+            return False
+        self.stop.received = self.stop.received or signal.SIGTERM    # a rank the signal has not reached yet
+        return True
 
     def stopped(self, where: str) -> Stopped:
         assert self.stop.received is not None
@@ -191,7 +243,9 @@ class Run:
 
     def write_outputs(self, monitor: GpuMonitor) -> None:
         exp, s, seed = self.exp, self.state, self.seed
-        gpu = monitor.facts()
+        gpu = sum_over_ranks(self.ranks.objects(monitor.facts()))
+        if not self.ranks.main:
+            return
         best = max(s.history, key=lambda row: row["test_acc"])
         metrics = {
             "experiment": exp.name, "seed": seed, "group": exp.group, "dataset": exp.dataset,
@@ -199,6 +253,7 @@ class Run:
             "test_acc": s.history[-1]["test_acc"], "best_test_acc": best["test_acc"],
             "train_acc": s.history[-1]["train_acc"], "train_loss": s.history[-1]["train_loss"],
             **self.metrics(best),
+            **({"processes": self.ranks.world} if self.ranks.world > 1 else {}),
             "total_seconds": round(self.elapsed(), 3), "resumed_from": s.resumed_from,
             "gpu": gpu, "provenance": provenance.record(exp.params_hash(), gpu["device_name"]),
         }
