@@ -102,6 +102,7 @@ def _dvc_everyday(root: Path) -> None:
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "-c", "commit.gpgsign=false"]
     _run([*git, "add", "-A"], root)
     _run([*git, "commit", "-qm", "baseline"], root)
+    _shared_cache(root, git)
 
     plots = json.loads(_run([dvc, "plots", "show", "--json"], root).stdout)["data"]
     assert {"digits-tiny: confusion", "digits-paper: training loss"} <= set(plots)
@@ -123,6 +124,25 @@ def _dvc_everyday(root: Path) -> None:
     assert "lr-high" in shown and "0.02" in shown
     overlay = json.loads(_run([dvc, "plots", "diff", "HEAD", "--json"], root).stdout)["data"]
     assert set(overlay["digits-tiny: accuracy"][0]["revisions"]) == {"HEAD", "workspace"}   # both curves drawn
+
+
+def _shared_cache(root: Path, git: list[str]) -> None:
+    """A team's shared cache (README, "A shared cache"): a DVC remote (here a local folder) that one
+    member pushes to; a fresh clone pulls every output and `dvc repro` has nothing to do."""
+    dvc, remote, clone = str(BIN / "dvc"), root.parent / "remote", root.parent / "clone"
+    _run([dvc, "remote", "add", "-d", "shared", str(remote)], root)
+    _run([*git, "commit", "-qam", "shared cache"], root)
+    _run([dvc, "push"], root)
+    _run(["git", "clone", "-q", str(root), str(clone)], root.parent)
+    model = paths.model_file("paper", "digits-paper", 3)
+    assert not (clone / model).exists()
+    _run([dvc, "pull"], clone)
+    assert (clone / model).read_bytes() == (root / model).read_bytes()
+    status = _run([dvc, "status"], clone)
+    assert "Data and pipelines are up to date" in status.stdout + status.stderr, status.stdout
+    again = _run([dvc, "repro"], clone)
+    assert "Data and pipelines are up to date" in again.stdout + again.stderr
+    assert not re.findall(r"Running stage", again.stdout)
 
 
 EVAL_ONLY = "src/hrm/evaluate/figures.py"

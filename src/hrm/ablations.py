@@ -202,6 +202,15 @@ def draw_pr(group: str, results: list[RunResult], scale: str, path: Path) -> boo
     return True
 
 
+def figure_index(folder: Path, group: str) -> None:
+    """figures/README.md, the list of what was drawn: the folder is never empty, since git keeps no
+    empty folder and a fresh clone would otherwise miss this (uncached) DVC output."""
+    drawn = sorted(p.name for p in folder.glob("*.png"))
+    write_text(folder / "README.md", f"# Figures of the analyses and ablations ({group})\n\n" + (
+        "".join(f"* `{name}`\n" for name in drawn) if drawn else "None drawn: no run of this group has "
+        "analyses or ablation labels with results yet.\n"))
+
+
 def tables(params: Params, group: str) -> list[Path]:
     """Write tables/analyses.{md,csv} and figures/ of `group`."""
     results = collect(params, group)
@@ -212,8 +221,8 @@ def tables(params: Params, group: str) -> list[Path]:
              "with `ablations` in params.yaml; figures in `figures/`. A dash: no number (not run, or none).", ""]
     long: list[dict[str, Any]] = []
     if not any(r.exp.analyses or r.exp.ablations for r in results):
-        with atomic_dir(paths.group_figures(group)):
-            pass
+        with atomic_dir(paths.group_figures(group)) as folder:
+            figure_index(folder, group)
         lines.append("No experiment of this group has analyses or ablation labels; `snakemake --cores 2 analyses` "
                      "runs them at demo scale (results/analyses/).")
         write_text(md, "\n".join(lines) + "\n")
@@ -254,6 +263,7 @@ def tables(params: Params, group: str) -> list[Path]:
                 long.append({"section": family, "experiment": r["result"].exp.name, "seed": r["result"].seed,
                              "setting": str(r["x"]), "metric": r["metric"], "value": r["value"],
                              "status": r["status"], "commit": prov.get("commit"), "date": prov.get("date")})
+        figure_index(folder, group)
     for r, cells in pr:
         prov = ((r.metrics or {}).get("provenance") or {})
         long += [{"section": "pr", "experiment": r.exp.name, "seed": r.seed, "setting": "trained" if i < 3

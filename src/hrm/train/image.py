@@ -16,7 +16,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -63,7 +63,7 @@ class StepContext:
     device: torch.device
     precision: str
     post_update_acc: bool             # faithful HRM-CIFAR quirk: accuracy of a re-run after the updates
-    ranks: Ranks
+    ranks: Ranks = field(default_factory=Ranks.single)
     share: float = 1.0                # this rank's fraction of the current global batch
 
     def update(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
