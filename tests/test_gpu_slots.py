@@ -71,8 +71,8 @@ def _snakemake(root: Path, gpus: int, *extra: str) -> list[str]:
     out = subprocess.run([str(BIN / "snakemake"), "--cores", "2", "--config", f"gpus={gpus}", *extra, "--", *targets],
                          cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return [ln for ln in (out.stdout + out.stderr).splitlines() if re.match(r"(local)?rule train:|Finished jobid: \d+ \(Rule: train\)|"
-                                                             r"Shell command: python -m hrm", ln)]
+    wanted = re.compile(r"(local)?rule train:|Finished jobid: \d+ \(Rule: train\)|Shell command: python -m hrm")
+    return [ln for ln in (out.stdout + out.stderr).splitlines() if wanted.match(ln)]
 
 
 def _pins(root: Path) -> list[str]:
