@@ -58,6 +58,12 @@ BAD = {
     "betas length": (lambda r: r["recipes"]["cifar-cnn"].update(betas=[0.9]), ["recipes.cifar-cnn.betas"]),
     "beta out of range": (lambda r: r["recipes"]["cifar-cnn"].update(betas=[0.9, 1.5]),
                           ["recipes.cifar-cnn.betas", "< 1"]),
+    "zero processes": (lambda r: r["experiments"]["cifar10-cnn"].update(processes=0),
+                       ["experiments.cifar10-cnn.processes", ">= 1"]),
+    "processes not a number": (lambda r: r["runtime"].update(processes="eight"), ["runtime.processes", "'eight'"]),
+    "more ranks than batch rows": (lambda r: r["experiments"]["cifar10-cnn"].update(processes=64, nodes=4),
+                                   ["experiments.cifar10-cnn", "256 processes (4 node(s) x 64)", "batch_size",
+                                    "use fewer processes"]),
 }
 
 
@@ -115,6 +121,11 @@ def test_params_hash_tracks_hyperparameters_not_seeds() -> None:
 
     assert replace(base, seeds=(1, 2)).params_hash() == base.params_hash()
     assert replace(base, recipe=replace(base.recipe, lr=1e-3)).params_hash() != base.params_hash()
+    # The number of processes changes float summation order, not the run (hrm.distributed): same hash,
+    # though the model.pt's experiment record says how it was trained.
+    spread = replace(base, processes=8, nodes=2)
+    assert spread.params_hash() == base.params_hash() and spread.world == 16
+    assert spread.as_dict()["processes"] == 8 and "processes" not in base.as_dict()
 
 
 def test_a_key_written_twice_is_rejected_naming_it_and_both_lines(tmp_path: Path,

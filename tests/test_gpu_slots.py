@@ -96,3 +96,20 @@ def test_snakemake_runs_one_training_per_gpu(tmp_path: Path) -> None:
     events = [ln.split()[0] for ln in lines if not ln.startswith("Shell")]
     assert events == ["localrule", "Finished", "localrule", "Finished"], lines
     assert _pins(root) == ["0", "0"]
+
+
+def test_gpu_figures_of_a_run_are_summed_over_its_ranks() -> None:
+    from hrm.gpu import sum_over_ranks
+
+    rank = {"device_name": "NVIDIA H200", "nvml_peak_memory_used_mib": 1000.0, "nvml_mean_utilization_pct": 80.0,
+            "energy_joules": 50.0, "energy_source": "nvmlDeviceGetTotalEnergyConsumption",
+            "torch_max_memory_allocated_mib": 600.0, "torch_max_memory_reserved_mib": 700.0}
+    other = rank | {"nvml_mean_utilization_pct": 60.0, "energy_joules": 70.0}
+    total = sum_over_ranks([rank, other])
+    assert total["energy_joules"] == 120.0 and total["nvml_peak_memory_used_mib"] == 2000.0
+    assert total["torch_max_memory_reserved_mib"] == 1400.0 and total["nvml_mean_utilization_pct"] == 70.0
+    assert total["gpus"] == 2 and total["device_name"] == "NVIDIA H200"
+    assert sum_over_ranks([rank]) == rank                                   # one process: unchanged
+    cpu = dict.fromkeys(rank)
+    assert sum_over_ranks([cpu, cpu]) == cpu | {"gpus": None}               # the CPU: nulls stay null
+    assert sum_over_ranks([rank, other | {"energy_joules": None}])["energy_joules"] is None

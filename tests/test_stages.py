@@ -129,10 +129,11 @@ def test_snakemake_lint_is_clean() -> None:
 
 
 def test_only_jobs_that_hold_a_gpu_count_against_the_gpu_limit() -> None:
-    """Train and evaluate jobs declare gpu=1 only when they will use CUDA: here (no CUDA, device auto)
+    """Train and evaluate jobs hold GPUs only when they will use CUDA: here (no CUDA, device auto)
     none does, so `--cores 2` runs two demo jobs at once, one thread each, and a CPU paper run takes
-    every core. On a cluster (the SLURM profile's gpu_nodes=true) every such job asks for its GPU,
-    which the executor plugin turns into --gpus=1 (so the profile names no rule for GPUs)."""
+    every core. With GPUs (faked: --config gpus=2) each holds one and takes a free one (--gpu-slots).
+    On a cluster (the SLURM profile's gpu_nodes=true) every such job asks SLURM through `gres`, and
+    the local `gpu` counter stays 0 (hrm.launch; tests/test_cluster.py reads the sbatch flags)."""
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: every train/evaluate job holds a GPU")
     gpu_rules = {"train", "evaluate", "evaluate_puzzle"}
@@ -140,9 +141,13 @@ def test_only_jobs_that_hold_a_gpu_count_against_the_gpu_limit() -> None:
     assert demo and all(j["resources"].get("gpu") == "0" and j["threads"] == 1 for j in demo)
     paper = [j for j in snakemake_plan(REPO, "train_mnist", "--cores", "2") if j["rule"] == "train"]
     assert paper and all(j["threads"] == 2 for j in paper)       # Snakemake sets OMP_NUM_THREADS to it
+    gpus = [j for j in snakemake_plan(REPO, "train_mnist", "--cores", "2", "--config", "gpus=2")
+            if j["rule"] == "train"]
+    assert gpus and all(j["resources"].get("gpu") == "1" and j["threads"] == 1 for j in gpus)
     cluster = [j for j in snakemake_plan(REPO, "train_mnist", "--cores", "2", "--config", "gpu_nodes=true")
                if j["rule"] == "train"]
-    assert cluster and all(j["resources"].get("gpu") == "1" for j in cluster)
+    assert cluster and all(j["resources"].get("gpu") == "0" and j["resources"].get("gres") == "gpu:1"
+                           for j in cluster)
     profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
     assert "gpu_nodes=true" in profile["config"]
     assert "gres" not in json.dumps(profile) and "gpus" not in json.dumps(profile)

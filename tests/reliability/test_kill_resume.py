@@ -12,8 +12,8 @@ import pytest
 from helpers import PUZZLE_EXPERIMENT, Training, clear_outputs, outcome, same, setup_puzzle_run, setup_run, train_cmd
 
 pytestmark = pytest.mark.slow
-KILL_POINTS = 9
-PUZZLE_KILL_POINTS = 6
+KILL_POINTS = 6
+PUZZLE_KILL_POINTS = 4
 
 
 def kill_and_resume(project: Path, experiment: str, points: int, seed: int) -> tuple[int, list[str]]:

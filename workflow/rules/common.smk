@@ -28,6 +28,12 @@ if JOB_GPUS and not SLURM and "gpu" not in workflow.global_resources:
 SLOTS = f" --gpu-slots {max(GPUS, 1)}" if JOB_GPUS and not SLURM else ""
 
 
+def hrm_command(args):
+    """`python -m hrm ARGS`, with --gpu-slots N where GPU jobs share this machine's GPUs (only then:
+    a CPU machine's commands stay as they were, so Snakemake reruns nothing for this)."""
+    return f"python -m hrm{SLOTS} {args}"
+
+
 def _gpus(wc, training):
     """GPUs a job holds on one node: a training's processes, an evaluation or analysis one."""
     return (PARAMS.experiment(wc.experiment).processes if training else 1) * JOB_GPUS

@@ -1,6 +1,7 @@
 # train -> evaluate, one job per (experiment, seed). {root} must be the experiment's group root.
 # GPU jobs count against the machine's GPUs (the `gpu` resource, common.smk) and take free ones
-# (--gpu-slots); on SLURM they ask for theirs (`gres`). CPU jobs share the cores.
+# (--gpu-slots, in the command only when there are GPUs, so that a CPU machine's commands and
+# params are what they were and Snakemake reruns nothing); on SLURM they ask for theirs (`gres`).
 
 
 rule train:
@@ -24,9 +25,8 @@ rule train:
     params:
         # Changing the experiment's params changes this hash, which makes Snakemake rerun the job.
         config=lambda wc: experiment(wc).params_hash(),
-        slots=SLOTS,
     shell:
-        "python -m hrm{params.slots} train {wildcards.experiment} --seed {wildcards.seed} > {log} 2>&1"
+        hrm_command("train {wildcards.experiment} --seed {wildcards.seed} > {log} 2>&1")
 
 
 # A training over several nodes (experiments.X.nodes > 1; SLURM only): one task per node, each of
@@ -79,9 +79,8 @@ rule evaluate:
         gres=slurm_gres(),
     params:
         config=lambda wc: experiment(wc).params_hash(),
-        slots=SLOTS,
     shell:
-        "python -m hrm{params.slots} evaluate {wildcards.experiment} --seed {wildcards.seed} > {log} 2>&1"
+        hrm_command("evaluate {wildcards.experiment} --seed {wildcards.seed} > {log} 2>&1")
 
 
 rule evaluate_puzzle:
@@ -104,9 +103,8 @@ rule evaluate_puzzle:
         gres=slurm_gres(),
     params:
         config=lambda wc: experiment(wc).params_hash(),
-        slots=SLOTS,
     shell:
-        "python -m hrm{params.slots} evaluate {wildcards.experiment} --seed {wildcards.seed} > {log} 2>&1"
+        hrm_command("evaluate {wildcards.experiment} --seed {wildcards.seed} > {log} 2>&1")
 
 
 rule analyze:
@@ -133,7 +131,5 @@ rule analyze:
         gres=slurm_gres(),
     params:
         config=lambda wc: experiment(wc).params_hash(),
-        slots=SLOTS,
     shell:
-        "python -m hrm{params.slots} analyze {wildcards.analysis} {wildcards.experiment} --seed {wildcards.seed} "
-        "> {log} 2>&1"
+        hrm_command("analyze {wildcards.analysis} {wildcards.experiment} --seed {wildcards.seed} > {log} 2>&1")
