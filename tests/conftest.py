@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,18 @@ def write_params(folder: Path, raw: dict[str, Any]) -> Path:
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+def workflow_project(root: Path, raw: dict[str, Any]) -> Path:
+    """A scratch project for Snakemake: the workflow and profiles copied, the code linked (the rules'
+    code dependencies), `raw` as its params.yaml."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "Snakefile", root)
+    for name in ("workflow", "profiles"):
+        shutil.copytree(REPO / name, root / name)
+    (root / "src").symlink_to(REPO / "src")
+    write_params(root, raw)
+    return root
 
 
 @pytest.fixture

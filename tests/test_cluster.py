@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-from conftest import REPO, real_params
+from conftest import REPO, real_params, workflow_project
 from snakemake_executor_plugin_slurm.submit_string import get_submit_command
 from snakemake_executor_plugin_slurm.utils import set_gres_string
 
@@ -37,16 +35,11 @@ def _value(text: str) -> object:
 
 def scratch(tmp_path: Path) -> Path:
     """The workflow with params in which arc1-hrm trains on 8 GPUs and arc1-hrm-2nodes on 2 nodes of 8."""
-    shutil.copy(REPO / "Snakefile", tmp_path)
-    (tmp_path / "src").symlink_to(REPO / "src")                   # the rules' code dependencies
-    for name in ("workflow", "profiles"):
-        shutil.copytree(REPO / name, tmp_path / name)
     raw = real_params()
     raw["experiments"]["arc1-hrm"]["processes"] = 8
     two = {k: v for k, v in raw["experiments"]["arc1-hrm"].items() if k != "analyses"}
     raw["experiments"]["arc1-hrm-2nodes"] = {**two, "nodes": 2}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    return tmp_path
+    return workflow_project(tmp_path / "proj", raw)
 
 
 def dry_run(root: Path, *targets: str) -> list[tuple[str, _Resources, str]]:

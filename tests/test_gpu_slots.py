@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, tiny_params, write_params
+from conftest import REPO, tiny_params, workflow_project
 
 BIN = Path(sys.executable).parent
 HOLD = ("import sys; from hrm.launch import pin; print(','.join(pin(int(sys.argv[1]), int(sys.argv[2]))), flush=True); "
@@ -50,17 +49,10 @@ def test_jobs_take_distinct_free_gpus_and_wait_for_one(tmp_path: Path) -> None:
 
 
 def _scratch(tmp_path: Path) -> Path:
-    root = tmp_path / "proj"
-    root.mkdir()
-    shutil.copy(REPO / "Snakefile", root)
-    for name in ("workflow", "profiles"):
-        shutil.copytree(REPO / name, root / name)
-    (root / "src").symlink_to(REPO / "src")
     raw = tiny_params(**{f"digits-{x}": {"group": "demo", "dataset": "digits", "model": "tiny", "recipe": "tiny",
                                          "seeds": [0], "mode": "faithful"} for x in "ab"})
     raw["recipes"]["tiny"]["epochs"] = 1
-    write_params(root, raw)
-    return root
+    return workflow_project(tmp_path / "proj", raw)
 
 
 def _snakemake(root: Path, gpus: int, *extra: str) -> list[str]:
