@@ -106,8 +106,9 @@ def rank_pids(launcher: int) -> dict[int, int]:
     return {rank: pid for pid, rank in ranks.items() if below(pid)}
 
 
-def start_two(project: Path) -> Training:
-    """A 2-process CNN run of 3 epochs, started and past its first checkpoint."""
+def start_two(project: Path) -> tuple[Training, dict[str, Any]]:
+    """A 2-process CNN run of 3 epochs, started and past its first checkpoint; and the same run's
+    outcome with one process, uninterrupted (the reference)."""
     setup_run(project, epochs=3, batch_size=64)
     assert main(["train", IMAGE, "--seed", str(SEED)]) == 0
     reference = result(IMAGE)
@@ -119,38 +120,52 @@ def start_two(project: Path) -> Training:
     while not any("epoch 1/3: train loss" in ln for ln in run.lines):     # epoch 1 checkpointed
         assert run.proc.poll() is None and time.monotonic() < deadline, "".join(run.lines)[-3000:]
         time.sleep(0.05)
-    run.reference = reference  # type: ignore[attr-defined]
-    return run
+    return run, reference
 
 
-def resume_and_compare(project: Path, run: Training) -> None:
+def resume_and_compare(project: Path, reference: dict[str, Any]) -> None:
     assert not paths.metrics_file(GROUP, IMAGE, SEED).exists()      # nothing final written by a cut run
     assert paths.checkpoint_file(GROUP, IMAGE, SEED).exists()
     done = subprocess.run(train_cmd(IMAGE), cwd=project, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     resumed = result(IMAGE)
     assert resumed["metrics"]["resumed_from"] and resumed["metrics"]["resumed_from"][0][0] >= 1
-    assert_same_training(run.reference, resumed, 359)  # type: ignore[attr-defined]
+    assert_same_training(reference, resumed, 359)
 
 
 def test_sigterm_stops_every_rank_at_one_batch_and_the_rerun_resumes(project: Path) -> None:
-    run = start_two(project)
+    run, reference = start_two(project)
     run.proc.send_signal(signal.SIGTERM)
     assert run.finish(timeout=120) == 128 + signal.SIGTERM
     text = "".join(run.lines)
     assert "stopped by SIGTERM" in text and "checkpoint saved" in text
-    resume_and_compare(project, run)
+    resume_and_compare(project, reference)
 
 
 def test_a_killed_rank_stops_the_run_and_the_rerun_resumes(project: Path) -> None:
     """SIGKILL to rank 1: rank 0 fails in its next collective, torchrun ends the launch, the launcher
     exits with an error, the lock is free and the last checkpoint is intact."""
-    run = start_two(project)
+    run, reference = start_two(project)
     pids = rank_pids(run.proc.pid)
     assert set(pids) == {0, 1}, pids
     os.kill(pids[1], signal.SIGKILL)
     t0 = time.monotonic()
     rc = run.finish(timeout=120)
     assert rc != 0 and time.monotonic() - t0 < 60
-    assert "a rank failed" in "".join(run.lines)
-    resume_and_compare(project, run)
+    text = "".join(run.lines)
+    assert "a rank failed" in text and "rank 0 of 2: a collective failed" in text
+    resume_and_compare(project, reference)
+
+
+def test_a_run_folder_in_use_is_refused_by_every_rank(project: Path) -> None:
+    """Rank 0 takes the run lock for all; when another process holds it, every rank refuses, nothing starts."""
+    from hrm.train.run import RunLock
+
+    setup_run(project, epochs=1, batch_size=64)
+    set_processes(project, 2)
+    with RunLock(paths.run_dir(GROUP, IMAGE, SEED)):
+        done = subprocess.run(train_cmd(IMAGE), cwd=project, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert f"in use by another run (PID {os.getpid()})" in done.stderr
+    assert "rank 0 could not lock the run folder" in done.stderr               # rank 1's own line
+    assert not paths.checkpoint_file(GROUP, IMAGE, SEED).exists()

@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
@@ -165,22 +166,18 @@ class Run:
             return cls(params, exp, seed, data, ranks=ranks).execute()  # type: ignore[call-arg]
 
     @contextlib.contextmanager
-    def locked(self) -> Any:
+    def locked(self) -> Iterator[None]:
         """Rank 0 takes the run lock; every rank refuses if it could not (they agree in a collective)."""
-        lock = RunLock(paths.run_dir(self.exp.group, self.exp.name, self.seed)) if self.ranks.main else None
-        refused: HrmError | None = None
-        try:
-            if lock is not None:
-                lock.__enter__()
-        except HrmError as exc:
-            refused, lock = exc, None
-        if self.ranks.any(refused is not None):
-            raise refused or HrmError(f"{self.label}: rank 0 could not lock the run folder; see its message")
-        try:
+        with contextlib.ExitStack() as held:
+            refused: HrmError | None = None
+            if self.ranks.main:
+                try:
+                    held.enter_context(RunLock(paths.run_dir(self.exp.group, self.exp.name, self.seed)))
+                except HrmError as exc:
+                    refused = exc
+            if self.ranks.any(refused is not None):
+                raise refused or HrmError(f"{self.label}: rank 0 could not lock the run folder; see its message")
             yield
-        finally:
-            if lock is not None:
-                lock.__exit__(None, None, None)
 
     def execute(self) -> Path:
         exp, r = self.exp, self.exp.recipe
