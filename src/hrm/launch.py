@@ -112,7 +112,10 @@ def torchrun(exp: Experiment, argv: list[str]) -> int:
     (all stop at one batch and rank 0 saves). Exit status: 128 + signal when stopped, else torchrun's."""
     cmd = torchrun_command(exp, argv)
     log.info("%d processes on %d node(s): %s", exp.world, exp.nodes, " ".join(cmd[1:]))
-    proc = subprocess.Popen(cmd)
+    env = dict(os.environ)
+    if exp.nodes == 1:              # gloo (CPU ranks) would otherwise need this host's name to resolve
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    proc = subprocess.Popen(cmd, env=env)
     received: list[int] = []
 
     def forward(signum: int, frame: FrameType | None) -> None:
