@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,7 +95,7 @@ class Ranks:
         dist.all_gather_object(out, obj)
         return out
 
-    def grads(self, params: list[torch.nn.Parameter]) -> None:
+    def grads(self, params: Iterable[torch.nn.Parameter]) -> None:
         """Sum the gradients over the ranks: one flat buffer per dtype, one all-reduce each."""
         if self.world == 1:
             return

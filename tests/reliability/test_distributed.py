@@ -9,12 +9,14 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import yaml
+from conftest import write_params
 from helpers import GROUP, PUZZLE_EXPERIMENT, SEED, Training, setup_puzzle_run, setup_run, train_cmd
 
 from hrm import paths
@@ -24,10 +26,14 @@ pytestmark = pytest.mark.slow
 IMAGE = "digits-tiny"
 
 
-def set_processes(project: Path, n: int) -> None:
+def edit_params(project: Path, edit: Callable[[dict[str, Any]], object]) -> None:
     raw = yaml.safe_load((project / "params.yaml").read_text())
-    raw["runtime"]["processes"] = n
-    (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    edit(raw)
+    write_params(project, raw)
+
+
+def set_processes(project: Path, n: int) -> None:
+    edit_params(project, lambda raw: raw["runtime"].update(processes=n))
 
 
 def result(experiment: str) -> dict[str, Any]:
@@ -74,9 +80,7 @@ def test_two_processes_train_what_one_does_puzzle(project: Path) -> None:
     """The puzzle HRM with ACT: each rank's rows of the carry, exploration draws of the global batch,
     sign-SGD on the puzzle-embedding rows gathered from both ranks (the table is in the weights)."""
     setup_puzzle_run(project)
-    raw = yaml.safe_load((project / "params.yaml").read_text())
-    raw["recipes"]["maze-tiny"]["epochs"] = 2                 # 4 updates, an evaluation after each 2
-    (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    edit_params(project, lambda raw: raw["recipes"]["maze-tiny"].update(epochs=2))   # 4 updates, 2 evaluations
     one, two = one_then_two(project, PUZZLE_EXPERIMENT)
     assert any("puzzle" in name for name in one["weights"])
     assert_same_training(one, two, 200)

@@ -130,3 +130,12 @@ def report_figures(study):
         where = dict(category=STUDY_TITLES[study], subcategory="{experiment}", labels=labels)
         flagged.append(report(paths.FIGURE.replace("{figure}", name), f"../report/{name}.rst", **where))
     return flagged
+
+
+# What a training reads and writes, for both training rules (train: one node; train_nodes: several).
+TRAIN_OUTPUTS = dict(model=paths.MODEL, metrics=paths.METRICS, history=paths.HISTORY, steps=paths.STEPS)
+TRAIN_LOG = paths.RUN_LOG.format(verb="train", root="{root}", experiment="{experiment}", seed="{seed}")
+
+
+def train_inputs(wc):
+    return stages.train_deps(experiment(wc))

@@ -6,14 +6,11 @@
 
 rule train:
     input:
-        lambda wc: stages.train_deps(experiment(wc)),
+        train_inputs,
     output:
-        model=paths.MODEL,
-        metrics=paths.METRICS,
-        history=paths.HISTORY,
-        steps=paths.STEPS,
+        **TRAIN_OUTPUTS,
     log:
-        paths.RUN_LOG.format(verb="train", root="{root}", experiment="{experiment}", seed="{seed}"),
+        TRAIN_LOG,
     wildcard_constraints:
         experiment=ONE_NODE_EXPERIMENTS,
     conda:
@@ -34,14 +31,11 @@ rule train:
 # it is (srun inside); tasks = nodes; tasks_per_gpu 0 keeps it from asking for a task per GPU.
 rule train_nodes:
     input:
-        lambda wc: stages.train_deps(experiment(wc)),
+        train_inputs,
     output:
-        model=paths.MODEL,
-        metrics=paths.METRICS,
-        history=paths.HISTORY,
-        steps=paths.STEPS,
+        **TRAIN_OUTPUTS,
     log:
-        paths.RUN_LOG.format(verb="train", root="{root}", experiment="{experiment}", seed="{seed}"),
+        TRAIN_LOG,
     wildcard_constraints:
         experiment=MULTI_NODE_EXPERIMENTS,
     conda:

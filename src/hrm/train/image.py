@@ -74,7 +74,7 @@ class StepContext:
             loss.backward()
         else:
             (loss * self.share).backward()
-            self.ranks.grads(list(model.parameters()))
+            self.ranks.grads(model.parameters())
         if self.recipe.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), self.recipe.grad_clip)
         set_lr(optimizer, self.schedule(self.state.step))
@@ -247,12 +247,12 @@ class ImageRun(Run):
             # the global batch, so every rank's rows are augmented as one process would.
             x = crop_flip(x, torch.Generator().manual_seed(self.seed * 1_000_003 + self.state.step),
                           flip=self.recipe.augment == "crop-flip")
-        if self.ranks.world == 1:
-            return self.step_fn(self.model, self.normalize(x), self.y_train[idx], self.optimizer, self.ctx)
-        rows = self.ranks.share(len(idx))
+        rows = self.ranks.share(len(idx))                  # all of them with one process
         self.ctx.share = (rows.stop - rows.start) / len(idx)
         loss, hits = self.step_fn(self.model, self.normalize(x[rows]), self.y_train[idx[rows]], self.optimizer,
                                   self.ctx)
+        if self.ranks.world == 1:
+            return loss, hits
         total = self.ranks.sum(torch.stack([loss.double() * self.ctx.share, hits.double()]))
         return total[0].float(), total[1]
 

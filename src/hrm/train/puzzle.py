@@ -123,7 +123,7 @@ class PuzzleRun(Run):
         """One optimizer step on the loss summed over this rank's rows; `batch` is the global batch."""
         r, s = self.recipe, self.state
         (loss / batch).backward()
-        self.ranks.grads(list(self.model.parameters()))
+        self.ranks.grads(self.model.parameters())
         set_lr(self.optimizer, warmup_constant(s.step, r.lr, r.warmup_steps))
         self.optimizer.step()
         if touched is not None and touched.rows.grad is not None:
@@ -149,12 +149,9 @@ class PuzzleRun(Run):
         losses = act_loss(out.out.logits, self.act.labels, out.out.q_halt, out.out.q_continue, out.target_q_continue)
         self.update(losses.total, batch, out.out.puzzle_rows)
         halted = self.act.halted
-        if self.ranks.world > 1:            # sums over the ranks, then the one process's row
-            t = self.ranks.sum(torch.stack([losses.total, losses.lm, losses.q_halt, losses.q_continue,
-                                            (losses.seq_correct & halted).sum(), halted.sum()]).detach().double())
-            return torch.stack([t[0] / batch, t[1], t[2], t[3], t[4] / t[5]])
-        acc = (losses.seq_correct & halted).sum() / halted.sum()      # 0/0 = nan when no row halted
-        return torch.stack([losses.total / len(x), losses.lm, losses.q_halt, losses.q_continue, acc]).detach().double()
+        t = self.ranks.sum(torch.stack([losses.total, losses.lm, losses.q_halt, losses.q_continue,     # over ranks
+                                        (losses.seq_correct & halted).sum(), halted.sum()]).detach().double())
+        return torch.stack([t[0] / batch, t[1], t[2], t[3], t[4] / t[5]])     # 0/0 = nan when no row halted
 
     def flush(self) -> None:
         """Bring the pending batches' losses to the host (one sync) and stop on the first non-finite one."""
