@@ -15,9 +15,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from hrm import flops, paths
 from hrm.bench import check
 from hrm.bench.memory import bench_memory
-from hrm.bench.train import batches, make_run, synthetic_images, synthetic_puzzles
+from hrm.bench.train import synthetic_images, synthetic_puzzles
 from hrm.cli import main
 from hrm.config import load_params
+from hrm.train.fingerprint import make_run
 
 
 def _experiment(name: str) -> dict[str, Any]:
@@ -61,8 +62,7 @@ def test_flops_formula_equals_torchs_count_of_a_real_step(case: str) -> None:
     image = kind in ("cnn", "hrm-image")
     data = synthetic_images("mnist") if image else synthetic_puzzles(check.PUZZLE_SET, 64)
     run = make_run(params, exp, 0, data)
-    run.setup()
-    idx = next(batches(run))
+    idx = next(run.batches())
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:   # attention as counted matmuls
         run.train_batch(idx)
     post = image and exp.recipe.train_acc == "post_update"

@@ -28,7 +28,7 @@ def snakemake_plan(root: Path, target: str, *options: str) -> list[dict[str, obj
                          env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr + out.stdout
     jobs = []
-    for block in re.split(r"\n(?=rule \S+:)", out.stdout + out.stderr)[1:]:
+    for block in re.split(r"\n(?=(?:rule|checkpoint) \S+:)", out.stdout + out.stderr)[1:]:
         job: dict[str, object] = {"rule": block.split(":", 1)[0].split()[1]}
         for key in ("input", "output", "log"):
             m = re.search(rf"^    {key}: (.*)$", block, re.M)
@@ -103,12 +103,12 @@ def test_train_cifar_plans_exactly_the_cifar_training_runs() -> None:
     expected = {f"python -m hrm train {e.name} --seed {s}" for e in params.experiments.values()
                 if e.dataset in ("cifar10", "cifar100") for s in e.seeds}
     assert trains == expected and expected
-    assert {j["rule"] for j in jobs} == {"download", "build", "train", "train_cifar"}
+    assert {j["rule"] for j in jobs} == {"download", "build", "fingerprint", "train", "train_cifar"}
 
 
 def test_train_mnist_and_demo_targets() -> None:
     mnist = {j["rule"] for j in snakemake_plan(REPO, "train_mnist")}
-    assert mnist == {"download", "build", "train", "train_mnist"}
+    assert mnist == {"download", "build", "fingerprint", "train", "train_mnist"}
     demo = snakemake_plan(REPO, "demo")
     shells = {strip_redirect(str(j["shell"])) for j in demo if j["shell"]}
     assert "python -m hrm report demo" in shells and "python -m hrm report paper" not in shells

@@ -71,6 +71,27 @@ def _pin(params: Params, args: argparse.Namespace) -> None:
     launch.pin(exp.processes if args.command == "train" else 1, args.gpu_slots)
 
 
+def cmd_fingerprint(params: Params, args: argparse.Namespace) -> int:
+    from hrm.train.fingerprint import fingerprint
+
+    fingerprint(params, args.experiment, _seed(params, args.experiment, args.seed))
+    return 0
+
+
+def cmd_relock(params: Params, args: argparse.Namespace) -> int:
+    from hrm.lockfile import relock
+
+    if args.batches < 1:
+        raise ConfigError(f"relock --batches: got {args.batches}; must be >= 1")
+    return relock(params, args.experiment, _seed(params, args.experiment, args.seed), args.batches, args.accept)
+
+
+def cmd_status(params: Params, args: argparse.Namespace) -> int:
+    from hrm.lockfile import status
+
+    return status(params, args.group)
+
+
 def cmd_evaluate(params: Params, args: argparse.Namespace) -> int:
     return _run_verb("evaluate", params, args)
 
@@ -201,11 +222,22 @@ def parser() -> argparse.ArgumentParser:
                     help="folder with verified copies (also $HRM_DATA_DIR); no network needed")
     sp = add("build", cmd_build, "turn raw files into arrays and normalisation statistics")
     sp.add_argument("dataset", help=f"one of: {', '.join(studies.ALL_DATASETS)}")
-    for name, fn, text in (("train", cmd_train, "train one run (resumes from its checkpoint)"),
-                           ("evaluate", cmd_evaluate, "evaluate a trained run and draw its figures")):
+    for name, fn, text in (("fingerprint", cmd_fingerprint, "write what a run's computation gives on a fixed "
+                            "probe (the train stage's key; CPU, seconds)"),
+                           ("train", cmd_train, "train one run (resumes from its checkpoint)"),
+                           ("evaluate", cmd_evaluate, "evaluate a trained run and draw its figures"),
+                           ("relock", cmd_relock, "explain how a committed run's fingerprint moved and, if its "
+                            "computation did not (replayed), record the new one in dvc.lock; exit 1 if refused")):
         sp = add(name, fn, text)
         sp.add_argument("experiment", help="a key of the experiments section")
         sp.add_argument("--seed", type=int, required=True, help="one of the experiment's seeds")
+        if name == "relock":
+            sp.add_argument("--batches", type=int, default=12, help="full batches replayed against steps.csv")
+            sp.add_argument("--accept", action="store_true", help="take differences of rounding size (a platform "
+                            "change) as the same computation")
+    sp = add("status", cmd_status, "what `dvc repro` would rerun and why: changed (code computation, params, "
+             "data) or not here (pull or retrain)")
+    sp.add_argument("--group", choices=GROUPS, default=None, help="only this group's stages")
     sp = add("analyze", cmd_analyze, "analyse a trained run: " + "; ".join(
         f"{k}: {v[1]}" for k, v in analyze.KINDS.items()))
     sp.add_argument("kind", choices=list(analyze.KINDS))

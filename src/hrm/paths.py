@@ -25,6 +25,7 @@ CHECKPOINT = RUN_DIR + "/checkpoint.pt"
 METRICS = RUN_DIR + "/metrics.json"
 HISTORY = RUN_DIR + "/history.csv"
 STEPS = RUN_DIR + "/steps.csv"
+FINGERPRINT = RUN_DIR + "/fingerprint.json"     # what the run's computation gives on a probe (train's key)
 EVAL = RUN_DIR + "/eval.json"
 PREDICTIONS = RUN_DIR + "/predictions.json"     # puzzle runs: ARC Kaggle submission, or failed examples
 FIGURE = RUN_DIR + "/{figure}.png"
@@ -105,6 +106,10 @@ def history_file(group: str, experiment: str, seed: int) -> Path:
 
 def steps_file(group: str, experiment: str, seed: int) -> Path:
     return _result(STEPS, group, experiment, seed)
+
+
+def fingerprint_file(group: str, experiment: str, seed: int) -> Path:
+    return _result(FINGERPRINT, group, experiment, seed)
 
 
 def eval_file(group: str, experiment: str, seed: int) -> Path:

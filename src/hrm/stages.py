@@ -6,7 +6,9 @@ wildcards but take their inputs from the `*_deps` functions here and their outpu
 
 A stage's code dependencies are the source files its verb module imports, directly or not
 (`code_deps`, read from the import statements): editing a file only evaluation uses reruns
-evaluation and the report, never a build or a training.
+evaluation and the report, never a build or a training. A training depends on its run's
+fingerprint instead (hrm.train.fingerprint): the cheap stage that holds the code reruns on any
+edit, the training only when what it computes changed.
 """
 
 from __future__ import annotations
@@ -36,9 +38,9 @@ def module_file(module: str) -> Path | None:
     return None
 
 
-# The study table and the analysis table name every verb module as a string; a stage depends on its
-# own verb's module only.
-VERB_TABLES = ("hrm.studies", "hrm.analyze")
+# The study table, the analysis table and the stage table name verb modules as strings; a stage depends
+# on its own verb's module only.
+VERB_TABLES = ("hrm.studies", "hrm.analyze", "hrm.stages")
 
 
 @cache
@@ -101,8 +103,20 @@ def build_deps(dataset: str) -> list[str]:
     return [str(paths.raw_dir(dataset))] + code_deps(studies.of_dataset(dataset).modules["build"])
 
 
-def train_deps(exp: Experiment) -> list[str]:
-    return [str(paths.built_dir(exp.dataset))] + code_deps(exp.study.modules["train"])
+FINGERPRINT_MODULE = "hrm.train.fingerprint"
+
+
+def fingerprint_deps(exp: Experiment) -> list[str]:
+    """The data and every source file the training imports (and the probe's own): the fingerprint stage
+    reruns on any edit, in seconds, and rewrites its file only if the computation changed."""
+    code = set(code_deps(exp.study.modules["train"])) | set(code_deps(FINGERPRINT_MODULE))
+    return [str(paths.built_dir(exp.dataset))] + sorted(code)
+
+
+def train_deps(exp: Experiment, seed: int) -> list[str]:
+    """The data and the run's fingerprint, not the source files: an edit that leaves the fingerprint
+    byte-identical leaves the trained run up to date (hrm.train.fingerprint)."""
+    return [str(paths.built_dir(exp.dataset)), str(paths.fingerprint_file(exp.group, exp.name, seed))]
 
 
 def evaluate_deps(exp: Experiment, seed: int) -> list[str]:
@@ -185,7 +199,11 @@ def stage_table(params: Params) -> list[Stage]:
             run = run_name(exp, seed)
             args = f"{exp.name} --seed {seed}"
             cached, audited = train_outputs(exp, seed)
-            stages.append(Stage(f"train-{run}", "train", f"python -m hrm train {args}", tuple(train_deps(exp)),
+            stages.append(Stage(f"fingerprint-{run}", "fingerprint", f"python -m hrm fingerprint {args}",
+                                tuple(fingerprint_deps(exp)), tuple(experiment_params(exp)), (),
+                                (str(paths.fingerprint_file(exp.group, exp.name, seed)),),
+                                str(paths.run_log("fingerprint", exp.group, exp.name, seed))))
+            stages.append(Stage(f"train-{run}", "train", f"python -m hrm train {args}", tuple(train_deps(exp, seed)),
                                 tuple(experiment_params(exp)), tuple(cached), tuple(audited),
                                 str(paths.run_log("train", exp.group, exp.name, seed))))
             stages.append(Stage(f"evaluate-{run}", "evaluate", f"python -m hrm evaluate {args}",

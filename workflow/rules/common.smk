@@ -138,4 +138,4 @@ TRAIN_LOG = paths.RUN_LOG.format(verb="train", root="{root}", experiment="{exper
 
 
 def train_inputs(wc):
-    return stages.train_deps(experiment(wc))
+    return stages.train_deps(experiment(wc), int(wc.seed))

@@ -1,7 +1,26 @@
-# train -> evaluate, one job per (experiment, seed). {root} must be the experiment's group root.
+# fingerprint -> train -> evaluate, one job per (experiment, seed). {root} must be the experiment's group root.
 # GPU jobs count against the machine's GPUs (the `gpu` resource, common.smk) and take free ones
 # (--gpu-slots, in the command only when there are GPUs, so that a CPU machine's commands and
 # params are what they were and Snakemake reruns nothing); on SLURM they ask for theirs (`gres`).
+
+
+# The run's computation on a fixed probe (hrm.train.fingerprint), the training's only code input. A
+# checkpoint: Snakemake re-reads the DAG after it, so a rewritten but byte-identical fingerprint (an edit that
+# changes no number) leaves the training up to date (checksum of a small input); a plain rule would rerun it.
+# Always on the CPU, one thread.
+checkpoint fingerprint:
+    input:
+        lambda wc: stages.fingerprint_deps(experiment(wc)),
+    output:
+        paths.FINGERPRINT,
+    log:
+        paths.RUN_LOG.format(verb="fingerprint", root="{root}", experiment="{experiment}", seed="{seed}"),
+    conda:
+        "../envs/hrm.yaml"
+    params:
+        config=lambda wc: experiment(wc).params_hash(),
+    shell:
+        "python -m hrm fingerprint {wildcards.experiment} --seed {wildcards.seed} > {log} 2>&1"
 
 
 rule train:

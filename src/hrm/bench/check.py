@@ -98,13 +98,12 @@ def mnist(limit: int = 1024) -> built.ImageData:
 
 def losses(params: Any, kind: str, data: Any, steps: int = STEPS) -> list[float]:
     """The training losses of `steps` batches of the tiny `kind` model under `params.runtime`."""
-    from hrm.bench.train import batches, make_run
     from hrm.speed import attention
+    from hrm.train.fingerprint import make_run
 
     exp = params.experiment(f"check-{kind}")
     run = make_run(params, exp, 0, data)
-    run.setup()
-    feed = batches(run)
+    feed = run.batches()
     out = []
     with attention(params.runtime.attention):
         for _ in range(steps):

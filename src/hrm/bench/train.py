@@ -26,6 +26,7 @@ from hrm.data.puzzles.layout import Metadata, PuzzleSplit
 from hrm.errors import DataError
 from hrm.gpu import GpuMonitor, synchronize
 from hrm.speed import attention
+from hrm.train.fingerprint import make_run
 
 # Dense bf16 matmul peaks, TFLOP/s, by a substring of the device name. H100/H200: REFERENCE IV
 # (~800, measured ~790 on this workplace's machines, below the 989 of the datasheet); A100: datasheet.
@@ -77,30 +78,6 @@ def load_data(exp: Experiment, synthetic: bool) -> tuple[Any, bool]:
     return (stream.load(exp.dataset) if real else synthetic_puzzles(exp.dataset, 4 * exp.recipe.batch_size)), real
 
 
-def make_run(params: Params, exp: Experiment, seed: int, data: Any) -> Any:
-    """The study's training run object, as `hrm train` builds it, without its lock or files."""
-    if exp.study.name == "image":
-        from hrm.train.image import ImageRun
-
-        return ImageRun(params, exp, seed, data)
-    from hrm.train.puzzle import PuzzleRun
-
-    return PuzzleRun(params, exp, seed, data)
-
-
-def batches(run: Any) -> Any:
-    """Endless training batches in the trainer's own order."""
-    if hasattr(run, "stream"):
-        while True:
-            yield run.stream.next()
-    bs, epoch = run.recipe.batch_size, 1
-    while True:
-        order = run.epoch_order(epoch)
-        for i in range(run.steps_per_epoch):
-            yield order[i * bs:(i + 1) * bs]
-        epoch += 1
-
-
 def bench_train(params: Params, name: str, steps: int = 20, warmup: int = 3, synthetic: bool = False,
                 save: bool = False, batch: int | None = None) -> dict:
     """The measurements as one JSON-ready dict; `save` also writes results/bench/train-NAME-{cpu,cuda}.json.
@@ -112,9 +89,8 @@ def bench_train(params: Params, name: str, steps: int = 20, warmup: int = 3, syn
     seed = exp.seeds[0]
     data, real = load_data(exp, synthetic)
     run = make_run(params, exp, seed, data)
-    run.setup()
     device, runtime, batch = run.device, params.runtime, exp.recipe.batch_size
-    feed = batches(run)
+    feed = run.batches()
     with attention(runtime.attention):
         for _ in range(warmup):                  # compilation, autotuning, allocator warm-up
             run.train_batch(next(feed))
@@ -172,8 +148,7 @@ def replay(params: Params, name: str, seed: int, steps: int) -> dict:
         raise DataError(f"{path}: unreadable ({type(exc).__name__}: {exc}); train the run first") from None
     data, _ = load_data(exp, synthetic=False)
     run = make_run(params, exp, seed, data)
-    run.setup()
-    feed = batches(run)
+    feed = run.batches()
     with attention(params.runtime.attention):
         got = [round(float(run.train_batch(next(feed))[0]), 6) for _ in committed]
     diff = max((abs(a - b) for a, b in zip(got, committed)), default=0.0)

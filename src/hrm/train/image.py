@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -233,6 +233,35 @@ class ImageRun(Run):
         self.state.step_losses += losses[start:].cpu().tolist()
         return losses, correct, time.perf_counter() - t0
 
+    def batches(self, epoch: int = 1) -> Iterator[torch.Tensor]:
+        """Endless training batches (example indices) in the loop's own order, from `epoch` on."""
+        bs = self.recipe.batch_size
+        while True:
+            order = self.epoch_order(epoch)
+            for i in range(self.steps_per_epoch):
+                yield order[i * bs:(i + 1) * bs]
+            epoch += 1
+
+    def learning_rates(self, step: int) -> dict[str, float]:
+        """The rate(s) the optimizer takes at update `step` (counted from 0)."""
+        return {"lr": self.ctx.schedule(step)}
+
+    def plan(self) -> dict[str, int]:
+        """The run's length as the loop and the schedule size it."""
+        sched = self.ctx.schedule
+        return {"epochs": self.recipe.epochs, "batches_per_epoch": self.steps_per_epoch,
+                "schedule_steps": sched.total, "warmup_steps": sched.warmup}
+
+    def probe_test(self, n: int) -> dict[str, torch.Tensor]:
+        """The training loop's test pass on the first `n` test images, and their logits."""
+        x = self.x_test[:n]
+        pred = predict(self.model, x, self.normalize, self.recipe.eval_batch_size, self.ctx.autocast)
+        with torch.no_grad():
+            self.model.eval()
+            logits = self.model(self.normalize(x))
+            self.model.train()
+        return {"predictions": pred, "logits": logits}
+
     def epoch_order(self, epoch: int) -> torch.Tensor:
         """The epoch's shuffled example order, on the device; batch i is order[i * batch : (i + 1) * batch]."""
         return torch.from_numpy(epoch_order(len(self.x_train), self.seed, epoch)).to(self.device)
@@ -294,4 +323,5 @@ class ImageRun(Run):
                 "eval_seconds_per_epoch": round(float(np.mean([r["eval_seconds"] for r in history])), 3)}
 
 
-train = ImageRun.train
+RUN = ImageRun                 # the fingerprint probe builds runs through it
+train = RUN.train

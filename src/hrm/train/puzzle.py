@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -119,17 +120,49 @@ class PuzzleRun(Run):
         budget = self.recipe.max_steps
         return self.batches_done >= self.total or (budget > 0 and self.state.step >= budget)
 
+    def learning_rates(self, step: int) -> dict[str, float]:
+        """The rates of update `step` (counted from 0): the weights' and the puzzle embeddings'."""
+        r = self.recipe
+        return {"lr": warmup_constant(step, r.lr, r.warmup_steps),
+                "puzzle_emb_lr": warmup_constant(step, r.puzzle_emb_lr, r.warmup_steps)}
+
+    def plan(self) -> dict[str, int]:
+        """The run's length in batches, when it is scored, and its budget of updates."""
+        return {"epochs": self.recipe.epochs, "batches": self.total, "eval_every": self.eval_every,
+                "max_steps": self.recipe.max_steps}
+
+    def batches(self, epoch: int = 1) -> Iterator[np.ndarray]:
+        """Endless training batches (example indices) in the stream's order from `epoch` on; the run's own
+        stream when `epoch` is where it stands."""
+        feed = self.stream if epoch == self.stream.epoch else stream.Stream(
+            self.data.train, self.seed, self.recipe.batch_size, epoch)
+        while True:
+            yield feed.next()
+
+    def probe_test(self, n: int) -> dict[str, Any]:
+        """The training loop's test pass (the weights it evaluates) on the first `n` test examples, at M_max:
+        its scores, predicted tokens and halting confidences."""
+        m_max, got = self.exp.model.halt_max_steps, {}
+
+        def keep(m: int, idx: np.ndarray, pred: torch.Tensor, conf: torch.Tensor) -> None:
+            got.update(predictions=pred, q_halt=conf)
+
+        with self.averaged():
+            scores = score_puzzles(self.model, self.data.test.head(n), self.recipe.eval_batch_size, self.device,
+                                   self.autocast, (m_max,), keep)[m_max]
+        return {**got, **scores}
+
     def update(self, loss: torch.Tensor, batch: int, touched: Any) -> None:
         """One optimizer step on the loss summed over this rank's rows; `batch` is the global batch."""
         r, s = self.recipe, self.state
+        rates = self.learning_rates(s.step)
         (loss / batch).backward()
         self.ranks.grads(self.model.parameters())
-        set_lr(self.optimizer, warmup_constant(s.step, r.lr, r.warmup_steps))
+        set_lr(self.optimizer, rates["lr"])
         self.optimizer.step()
         if touched is not None and touched.rows.grad is not None:
             sign_sgd_rows(self.model.puzzle.table, self.ranks.gather(touched.ids),
-                          self.ranks.gather(touched.rows.grad),
-                          warmup_constant(s.step, r.puzzle_emb_lr, r.warmup_steps), r.puzzle_emb_weight_decay)
+                          self.ranks.gather(touched.rows.grad), rates["puzzle_emb_lr"], r.puzzle_emb_weight_decay)
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update()
@@ -225,7 +258,7 @@ class PuzzleRun(Run):
                           "train_loss": float(np.mean(s.step_losses[-self.eval_every:])),
                           "train_acc": s.since_eval.get("train_acc", math.nan), "test_acc": scores["exact_acc"],
                           "test_token_acc": scores["token_acc"],
-                          "lr": warmup_constant(s.step - 1, self.recipe.lr, self.recipe.warmup_steps),
+                          "lr": self.learning_rates(s.step - 1)["lr"],
                           "seconds": round(self.elapsed(), 3), "eval_seconds": round(self.elapsed() - t0, 3)})
         log.info("%s update %d: test exact accuracy %.4f, token accuracy %.4f", self.label, s.step,
                  scores["exact_acc"], scores["token_acc"])
@@ -251,4 +284,5 @@ class PuzzleRun(Run):
                 "weights": f"moving average, rate {self.recipe.ema}" if self.ema is not None else "as trained"}
 
 
-train = PuzzleRun.train
+RUN = PuzzleRun                 # the fingerprint probe builds runs through it
+train = RUN.train

@@ -148,6 +148,10 @@ class Run:
         accuracy, timing, GPU and provenance)."""
         raise NotImplementedError
 
+    def averaged(self) -> contextlib.AbstractContextManager[None]:
+        """The weights the run evaluates and saves, in place inside the block (TRM: the moving average)."""
+        return contextlib.nullcontext()
+
     @staticmethod
     def load_data(dataset: str) -> Any:
         """The built data set, validated (before anything is written)."""

@@ -115,6 +115,15 @@ class PuzzleSplit:
     def groups(self) -> int:
         return len(self.group_indices) - 1
 
+    def head(self, n: int) -> PuzzleSplit:
+        """The first `n` examples as a split of their own (the last puzzle and group cut where they end)."""
+        n = min(n, len(self.inputs))
+        puzzles = int(np.searchsorted(self.puzzle_indices[:-1], n))          # puzzles starting before n
+        groups = int(np.searchsorted(self.group_indices[:-1], puzzles))
+        return PuzzleSplit(self.inputs[:n], self.labels[:n], self.puzzle_identifiers[:puzzles],
+                           np.append(self.puzzle_indices[:puzzles], n), np.append(self.group_indices[:groups], puzzles),
+                           self.meta)
+
 
 def _load_array(path: Path, mmap: bool) -> np.ndarray:
     if not path.is_file():
