@@ -71,6 +71,17 @@ def test_snakemake_then_dvc_run_the_whole_dag(tmp_path: Path, monkeypatch: pytes
                  "README.md", "confusion matrix of digits-paper", *(f"{f}.png" for f in paths.FIGURES)):
         assert text in html, text
 
+    # A refactor in the trainer (a local variable renamed): Snakemake reruns the fingerprint checkpoints, finds
+    # them unchanged and trains nothing.
+    fingerprint, metrics = (root / f(*PAPER_RUN) for f in (paths.fingerprint_file, paths.metrics_file))
+    trained, probed = metrics.stat().st_mtime_ns, fingerprint.stat().st_mtime_ns
+    trainer = root / "src/hrm/train/image.py"
+    time.sleep(1.1)
+    trainer.write_text(trainer.read_text().replace("bad = ", "nonfinite = ").replace("if len(bad)", "if len(nonfinite)")
+                       .replace("int(bad[0])", "int(nonfinite[0])"))
+    _run([str(BIN / "snakemake"), "--cores", "2", "all"], root)
+    assert fingerprint.stat().st_mtime_ns > probed and metrics.stat().st_mtime_ns == trained
+
     # Editing a file only evaluation uses plans evaluations and reports, no build or training.
     _edit(root / EVAL_ONLY)
     assert _snakemake_rules(root) == {"evaluate", "report", "all"}
@@ -102,6 +113,7 @@ def _dvc_everyday(root: Path) -> None:
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com", "-c", "commit.gpgsign=false"]
     _run([*git, "add", "-A"], root)
     _run([*git, "commit", "-qm", "baseline"], root)
+    _fingerprints(root)
     _shared_cache(root, git)
 
     plots = json.loads(_run([dvc, "plots", "show", "--json"], root).stdout)["data"]
@@ -146,6 +158,58 @@ def _shared_cache(root: Path, git: list[str]) -> None:
 
 
 EVAL_ONLY = "src/hrm/evaluate/figures.py"
+REFACTOR = "src/hrm/progress.py"             # imported by training; changes no number
+PAPER_RUN = ("paper", "digits-paper", 3)
+TRAIN = "train-digits-paper-seed3"
+FINGERPRINT = "fingerprint-digits-paper-seed3"
+
+
+def _changed(root: Path) -> dict[str, object]:
+    return json.loads(_run([str(BIN / "dvc"), "status", "--json"], root).stdout or "{}")
+
+
+def _fingerprints(root: Path) -> None:
+    """Training is keyed by what it computes (issue 29): (a) a refactor reruns the fingerprints only; (b) a
+    learning-rate formula moves the fingerprint and plans the training, and relock refuses to keep the run;
+    (c) a change of the probe itself, with the model not here, is relocked after a replay."""
+    dvc, hrm = str(BIN / "dvc"), [sys.executable, "-m", "hrm"]
+    _edit(root / REFACTOR)
+    ran = re.findall(r"Running stage '([^']+)'", _run([dvc, "repro"], root).stdout)
+    assert FINGERPRINT in ran and not [r for r in ran if r.startswith("train-")], ran
+    assert _changed(root) == {}
+
+    optim = root / "src/hrm/optim.py"
+    original = optim.read_text()
+    optim.write_text(original.replace("return peak * step / warmup", "return peak * (step + 1) / warmup"))
+    _run([dvc, "repro", "--single-item", FINGERPRINT], root)
+    fingerprint = str(paths.fingerprint_file(*PAPER_RUN))
+    assert _changed(root)[TRAIN] == [{"changed deps": {fingerprint: "modified"}}]
+    assert f"{TRAIN}: changed: computation (fingerprint modified)" in _run([*hrm, "status"], root).stdout
+    lock = (root / "dvc.lock").read_text()
+    refused = subprocess.run([*hrm, "relock", "digits-paper", "--seed", "3"], cwd=root, capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": str(root / "src")})
+    assert refused.returncode == 1 and "refused: the computation behind the committed run changed" in refused.stdout
+    assert (root / "dvc.lock").read_text() == lock
+    optim.write_text(original)
+    _run([dvc, "repro", "--single-item", FINGERPRINT], root)
+    assert _changed(root) == {}
+
+    (root / paths.model_file(*PAPER_RUN)).unlink()
+    probe = root / "src/hrm/train/fingerprint.py"
+    probe.write_text(probe.read_text().replace("PROBE_ROWS = 8 ", "PROBE_ROWS = 4 "))
+    _run([dvc, "repro", "--single-item", FINGERPRINT], root)
+    assert _changed(root)[TRAIN][0] == {"changed deps": {fingerprint: "modified"}}
+    relocked = _run([*hrm, "relock", "digits-paper", "--seed", "3"], root).stdout
+    assert "recorded with another probe" in relocked and "identical" in relocked and "recorded:" in relocked
+    model = str(paths.model_file(*PAPER_RUN))
+    assert _changed(root)[TRAIN] == [{"changed outs": {model: "deleted"}}]
+    assert f"{TRAIN}: not here (dvc pull, or rebuild/retrain): {model}" in _run([*hrm, "status"], root).stdout
+    _run([dvc, "checkout", TRAIN], root)
+    assert TRAIN not in _changed(root)
+    _run(["git", "checkout", "--", "src/hrm/train/fingerprint.py"], root)
+    _run([*hrm, "relock", "digits-paper", "--seed", "3"], root)
+    _run([dvc, "repro"], root)                          # the demo run's fingerprint: rewritten, the same as before
+    assert _changed(root) == {}
 
 
 def _edit(path: Path) -> None:
