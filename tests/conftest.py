@@ -87,3 +87,9 @@ def shared_data() -> Path:
             pytest.fail(f"CI: the shared data must exist at {SHARED_DATA} (set HRM_TEST_DATA)")
         pytest.skip(f"no shared data at {SHARED_DATA} (set HRM_TEST_DATA to run these tests)")
     return SHARED_DATA
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The end-to-end runs first: under `pytest -n 2` the longest test then overlaps everything else
+    instead of running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

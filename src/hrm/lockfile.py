@@ -32,6 +32,7 @@ log = logging.getLogger("hrm")
 LOCK = Path("dvc.lock")
 ROUNDING = 1e-3          # largest relative difference `--accept` takes as rounding (the probe keeps 6 digits)
 REPLAY_ROUNDING = 1e-4   # largest loss difference over the replayed batches `--accept` takes as rounding
+SHOWN = 6               # files named per line of `hrm status`
 # Fingerprint sections a platform cannot move: a difference there is a changed computation, never rounding.
 EXACT = ("params_hash", "run", "schedule", "data")
 
@@ -212,11 +213,14 @@ def explain(entries: list[Any]) -> str:
                     changed.append(f"computation (fingerprint {state})")
                 else:
                     changed.append(f"{path} {state}")
+    def listed(items: list[str]) -> str:
+        return ", ".join(items[:SHOWN]) + (f" (+{len(items) - SHOWN} more)" if len(items) > SHOWN else "")
+
     parts = []
     if changed:
-        parts.append("changed: " + ", ".join(changed))
+        parts.append("changed: " + listed(changed))
     if missing:
-        parts.append("not here (dvc pull, or rebuild/retrain): " + ", ".join(missing))
+        parts.append("not here (dvc pull, or rebuild/retrain): " + listed(missing))
     return "; ".join(parts)
 
 

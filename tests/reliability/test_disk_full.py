@@ -45,7 +45,7 @@ def test_every_write_of_every_stage_fails_cleanly_and_the_rerun_recovers(
         project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     setup_run(project, epochs=2, batch_size=256)
     table = [s for s in stages.stage_table(load_params()) if "digits" in s.name or s.name == "report-demo"]
-    assert [s.verb for s in table] == ["download", "build", "train", "evaluate", "report"]
+    assert [s.verb for s in table] == ["download", "build", "fingerprint", "train", "evaluate", "report"]
     checked = 0
     for stage in table:
         argv = stage.cmd.split()[3:]                          # "python -m hrm VERB ARGS"
