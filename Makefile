@@ -37,10 +37,10 @@ analyses: $(STAMP)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH snakemake --cores 2 --prioritize $(ANALYSES_FIRST) -- analyses
 	@echo "tables: results/analyses/tables/analyses.md   figures: results/analyses/figures/"
 
-# Lint first (seconds), then the whole suite on the CPU, one worker per core (the end-to-end runs start
-# first, conftest.py, so the longest overlaps the rest).
+# Lint first (seconds), then the whole suite on the CPU, one worker per core; an idle worker takes queued tests
+# from a busy one (worksteal), and the whole-DAG run starts first (conftest.py) so that it overlaps the rest.
 test: lint
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -q -n auto
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -q -n auto --dist worksteal
 
 # The CIFAR CNN baselines end to end (download, build, train, evaluate), then the paper table.
 cifar-cnn: $(STAMP)
