@@ -109,9 +109,12 @@ def schedule(run: Run, total: int) -> dict[str, list[Any]]:
 
 
 def run_updates(run: Run) -> int:
-    """Optimizer updates the whole run makes (image: the schedule's size in faithful mode may differ)."""
+    """The updates the schedule spans: the image schedule's size (in batches in faithful mode), or the puzzle
+    run's batches, capped by its budget of updates."""
     plan = run.plan()
-    return plan.get("schedule_steps") or plan.get("max_steps") or plan["batches"]
+    if "schedule_steps" in plan:
+        return plan["schedule_steps"]
+    return min(plan["max_steps"], plan["batches"]) if plan["max_steps"] else plan["batches"]
 
 
 def batch_inputs(run: Run, idx: Any) -> list[Any]:
@@ -135,7 +138,8 @@ def step_record(run: Run, out: Any) -> dict[str, Any]:
             "act_steps": int(act.steps.sum()) if act is not None else None}
 
 
-def test_record(got: dict[str, Any]) -> dict[str, Any]:
+def scored(got: dict[str, Any]) -> dict[str, Any]:
+    """The test pass as JSON: integer tensors as lists, float tensors as digests, numbers rounded."""
     out: dict[str, Any] = {}
     for key, value in got.items():
         if isinstance(value, torch.Tensor):
@@ -182,7 +186,7 @@ def _probe(params: Params, name: str, seed: int, data: Any) -> dict[str, Any]:
     record["steps"] = [step_record(run, run.train_batch(idx[:PROBE_ROWS])) for idx in full]
     with run.averaged():
         record["weights"] = weights(run)
-    record["test"] = test_record(run.probe_test(PROBE_TESTS))
+    record["test"] = scored(run.probe_test(PROBE_TESTS))
     return record
 
 
