@@ -20,7 +20,8 @@ from test_trm import TRM_MODEL, TRM_RECIPE
 from hrm import cli, paths, stages
 from hrm.config import load_params
 from hrm.data.puzzles.sources import PUZZLES, Generated, PuzzleSet
-from hrm.lockfile import differences, explain, rounding_only
+from hrm.lockfile import explain, stale_marks
+from hrm.relock import differences, rounding_only
 from hrm.train import fingerprint as fp
 
 EXPERIMENTS = {
@@ -217,22 +218,30 @@ def test_committed_paper_fingerprints_equal_what_the_code_computes(mnist_dir: Pa
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Every committed paper run whose data is at hand (MNIST): the fingerprint recomputed with the code
     here is byte-identical to the committed file, whose md5 is the one dvc.lock keys the training on. A
-    change to what training computes fails here until the run is retrained or `hrm relock`ed."""
+    change to what training computes fails here until the run is retrained, relocked, or marked stale
+    (`hrm relock --stale`: then the audit page must say so, and the committed file is what the code computes now)."""
     params = load_params(REPO / "params.yaml")
     lock = yaml.safe_load((REPO / "dvc.lock").read_text())["stages"]
     runs = [(e, s) for e in params.experiments.values() if e.group == "paper" and e.dataset == "mnist"
             for s in e.seeds if f"train-{stages.run_name(e, s)}" in lock]
     assert len(runs) >= 5
+    monkeypatch.chdir(REPO)
+    stale = stale_marks("paper")
+    audit = paths.audit_file("paper").read_text()
     (tmp_path / "src").symlink_to(REPO / "src")
     (tmp_path / "params.yaml").write_bytes((REPO / "params.yaml").read_bytes())
     monkeypatch.chdir(tmp_path)
     assert cli.main(["download", "mnist", "--from", str(mnist_dir)]) == 0 and cli.main(["build", "mnist"]) == 0
     data = None
     for exp, seed in runs:
+        stage = f"train-{stages.run_name(exp, seed)}"
         committed = REPO / paths.fingerprint_file(exp.group, exp.name, seed)
-        entry = lock[f"train-{stages.run_name(exp, seed)}"]
-        keyed = [d["md5"] for d in entry["deps"] if d["path"] == str(paths.fingerprint_file(exp.group, exp.name, seed))]
-        assert keyed == [_md5(committed)], f"dvc.lock does not key {exp.name} seed {seed} on its committed fingerprint"
+        keyed = [d["md5"] for d in lock[stage]["deps"] if d["path"] == str(paths.fingerprint_file(exp.group, exp.name,
+                                                                                                   seed))]
+        if stage in stale:
+            assert f"`dvc repro {stage}`" in audit and f"({stale[stage]})" in audit, f"{stage}: stale, not in the audit"
+        else:
+            assert keyed == [_md5(committed)], f"dvc.lock does not key {stage} on its committed fingerprint"
         if data is None or data[0] != exp.dataset:
             from hrm.data import build
             data = (exp.dataset, build.load(exp.dataset))
@@ -241,4 +250,4 @@ def test_committed_paper_fingerprints_equal_what_the_code_computes(mnist_dir: Pa
             diffs = differences(json.loads(committed.read_text()), json.loads(text))
             pytest.fail(f"{exp.name} seed {seed}: the code here computes another fingerprint than the committed run "
                         f"({len(diffs)} fields, first {diffs[:3]}); retrain it, or if you know why, `hrm relock "
-                        f"{exp.name} --seed {seed}`")
+                        f"{exp.name} --seed {seed}` (--stale REASON to label it instead)")

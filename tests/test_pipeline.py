@@ -190,6 +190,12 @@ def _fingerprints(root: Path) -> None:
                              env={**os.environ, "PYTHONPATH": str(root / "src")})
     assert refused.returncode == 1 and "refused: the computation behind the committed run changed" in refused.stdout
     assert (root / "dvc.lock").read_text() == lock
+    # Or keep the committed number, labelled: the training still shows as changed, the mark says why.
+    marked = _run([*hrm, "relock", "digits-paper", "--seed", "3", "--stale", "the warmup fix"], root).stdout
+    assert "marked stale in results/stale.json" in marked
+    assert json.loads((root / "results/stale.json").read_text())[TRAIN]["reason"] == "the warmup fix"
+    assert _changed(root)[TRAIN] == [{"changed deps": {fingerprint: "modified"}}] and FINGERPRINT not in _changed(root)
+    (root / "results/stale.json").unlink()
     optim.write_text(original)
     _run([dvc, "repro", "--single-item", FINGERPRINT], root)
     assert _changed(root) == {}

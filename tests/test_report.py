@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from pathlib import Path
 
+import pytest
+import yaml
 from conftest import real_params, write_params
 
 from hrm import paths
@@ -141,3 +144,35 @@ def test_audit_places_the_paper_against_our_seeds_and_sets_other_modes_beside(pr
     assert "| arc1-aug300-hrm | — | — | arc1-hrm | — | not run yet |" in page
     analyses = paths.table_files("paper", "analyses")[0].read_text()
     assert "| sudoku-extreme-1k-hrm-mmax1 seed 0 | hrm-puzzle | 1 | test accuracy (%) | — | not run |" in analyses
+
+
+def test_a_run_marked_stale_is_labelled_until_it_is_retrained(project: Path, capsys: pytest.CaptureFixture) -> None:
+    """`hrm relock --stale`: the audit page and the table say which committed runs the code here would compute
+    differently; the mark lapses once dvc.lock keys the run on the fingerprint the code computes now."""
+    write_params(project, real_params())
+    for seed in (42, 43, 44):
+        _paper_run("mnist-hrm", seed, 0.975, "aaaaaaaaaaaa")
+    fingerprint = paths.fingerprint_file("paper", "mnist-hrm", 42)
+    fingerprint.write_text('{"computed": "now"}\n')
+    trained_on, now = hashlib.md5(b"then").hexdigest(), hashlib.md5(fingerprint.read_bytes()).hexdigest()
+
+    def lock(keyed: str) -> None:
+        stage = {"cmd": "python -m hrm train mnist-hrm --seed 42", "deps": [{"path": str(fingerprint), "md5": keyed}]}
+        Path("dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {"train-mnist-hrm-seed42": stage}}))
+
+    lock(trained_on)
+    paths.stale_file("paper").write_text(json.dumps({"train-mnist-hrm-seed42": {
+        "reason": "the RMSNorm fix", "fingerprint_file": str(fingerprint), "keyed_on": trained_on, "marked": "2026"}}))
+    assert main(["report", "paper"]) == 0
+    page = paths.audit_file("paper").read_text()
+    (row,) = [ln for ln in page.splitlines() if ln.startswith("| mnist-hrm | test accuracy (%) | 98.02 |")]
+    assert row.endswith("); STALE: seed 42 computed by older code (the RMSNorm fix); retrain: "
+                        "`dvc repro train-mnist-hrm-seed42` |"), row
+    assert "complete; stale: the RMSNorm fix" in paths.table_files("paper")[1].read_text()
+    lock(now)                                                        # retrained (or relocked): the mark lapses
+    assert main(["report", "paper"]) == 0
+    assert "STALE" not in paths.audit_file("paper").read_text()
+    paths.stale_file("paper").write_text("{not json")
+    capsys.readouterr()
+    assert main(["report", "paper"]) == 2
+    assert "results/stale.json: not a stale-marks file" in capsys.readouterr().err

@@ -14,6 +14,7 @@ from pathlib import Path
 from hrm import ablations, paths, stages, studies
 from hrm.atomic import write_text
 from hrm.config import Experiment, Params
+from hrm.lockfile import train_stage
 from hrm.models.registry import count_params
 from hrm.paper import PAPER, PR_PAPER, SOURCE
 from hrm.report import METRICS, PAPER_KEY, RunResult, collect, report, seed_stats
@@ -121,7 +122,18 @@ def row(results: list[RunResult], exp: Experiment, key: str, published: float) -
     stats = seed_stats(results, exp) if key == "test_acc" else None
     spread = f"; paper {stats.placement(published)}" if stats and stats.n > 1 else ""
     return [LABELS[key], paper, text, f"{value - published:+.2f}",
-            f"reproduced here ({_where(results, exp)}{spread})"]
+            f"reproduced here ({_where(results, exp)}{spread}){_stale(results, exp)}"]
+
+
+def _stale(results: list[RunResult], exp: Experiment) -> str:
+    """'; STALE ...' when the code here would compute some of the experiment's runs differently."""
+    stale = [r for r in results if r.exp.name == exp.name and r.stale]
+    if not stale:
+        return ""
+    seeds = ", ".join(str(r.seed) for r in stale)
+    reasons = "; ".join(sorted({r.stale for r in stale if r.stale}))
+    return (f"; STALE: seed{'s' if len(stale) > 1 else ''} {seeds} computed by older code ({reasons}); retrain: "
+            + ", ".join(f"`dvc repro {train_stage(exp, r.seed)}`" for r in stale))
 
 
 def _anchor(params: Params, exp: Experiment) -> Experiment | None:

@@ -79,11 +79,12 @@ def cmd_fingerprint(params: Params, args: argparse.Namespace) -> int:
 
 
 def cmd_relock(params: Params, args: argparse.Namespace) -> int:
-    from hrm.lockfile import relock
+    from hrm.relock import relock
 
     if args.batches < 1:
         raise ConfigError(f"relock --batches: got {args.batches}; must be >= 1")
-    return relock(params, args.experiment, _seed(params, args.experiment, args.seed), args.batches, args.accept)
+    return relock(params, args.experiment, _seed(params, args.experiment, args.seed), args.batches, args.accept,
+                  args.stale)
 
 
 def cmd_status(params: Params, args: argparse.Namespace) -> int:
@@ -235,6 +236,8 @@ def parser() -> argparse.ArgumentParser:
             sp.add_argument("--batches", type=int, default=12, help="full batches replayed against steps.csv")
             sp.add_argument("--accept", action="store_true", help="take differences of rounding size (a platform "
                             "change) as the same computation")
+            sp.add_argument("--stale", metavar="REASON", default=None, help="if refused, label the committed run "
+                            "stale in the group's stale.json (the audit page shows it) until it is retrained")
     sp = add("status", cmd_status, "what `dvc repro` would rerun and why: changed (code computation, params, "
              "data) or not here (pull or retrain)")
     sp.add_argument("--group", choices=GROUPS, default=None, help="only this group's stages")

@@ -1,20 +1,13 @@
-"""dvc.lock in the researcher's words: `hrm status` (what DVC would rerun, and why) and `hrm relock`
-(keep a committed run whose fingerprint moved although its computation did not).
-
-A training is keyed by its fingerprint (hrm.train.fingerprint), so a refactor keeps it. When the
-fingerprint does change and a person believes the run still stands (the probe itself changed, or a
-platform rounds differently), `relock` checks that belief instead of taking it: it retrains the run's
-first batches at full size against its committed steps.csv, checks the schedule against every rate in
-its history.csv, compares the new fingerprint with the recorded one field by field, and only then
-records the new fingerprint in dvc.lock for the fingerprint and the train stage (no model.pt needed).
-"""
+"""dvc.lock in the researcher's words: what it records for a stage, `hrm status` (what DVC would rerun,
+and whether because something changed or is not here), and the stale marks (`hrm relock --stale`) that
+label a committed run the code here would compute differently until it is retrained. No training code
+here: the report reads the marks (hrm.relock keeps runs)."""
 
 from __future__ import annotations
 
-import csv
+import datetime
 import hashlib
 import json
-import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -23,18 +16,13 @@ from typing import Any
 import yaml
 
 from hrm import paths
-from hrm.config import Params
+from hrm.atomic import write_json
+from hrm.config import Experiment, Params
 from hrm.errors import DataError, HrmError
 from hrm.stages import run_name, stage_table
 
-log = logging.getLogger("hrm")
-
 LOCK = Path("dvc.lock")
-ROUNDING = 1e-3          # largest relative difference `--accept` takes as rounding (the probe keeps 6 digits)
-REPLAY_ROUNDING = 1e-4   # largest loss difference over the replayed batches `--accept` takes as rounding
 SHOWN = 6               # files named per line of `hrm status`
-# Fingerprint sections a platform cannot move: a difference there is a changed computation, never rounding.
-EXACT = ("params_hash", "run", "schedule", "data")
 
 
 # ------------------------------------------------------------------ dvc.lock
@@ -73,118 +61,45 @@ def recorded_fingerprint(stage: str, path: Path) -> dict[str, Any] | None:
     return json.loads(found) if found is not None else None
 
 
-def commit_stages(names: list[str]) -> None:
-    """Record the stages' dependencies (and the fingerprint stage's output) as they are now, keeping the
-    train stage's recorded outputs: `dvc commit` without needing model.pt here."""
+# ------------------------------------------------------------------ stale marks
+
+def train_stage(exp: Experiment, seed: int) -> str:
+    return f"train-{run_name(exp, seed)}"
+
+
+def stale_marks(group: str) -> dict[str, str]:
+    """{train stage: reason} of the group's runs marked stale that still apply: dvc.lock still keys the run on
+    the fingerprint it was trained with, and the committed fingerprint (what the code computes now) differs.
+    A retrained or relocked run, or code put back as it was, drops its mark by itself."""
+    path = paths.stale_file(group)
     try:
-        from dvc.repo import Repo
-    except ImportError:
-        raise HrmError("relock: DVC is not installed (pip install -e '.[workflow]')") from None
-    logging.getLogger("dvc").propagate = False            # DVC prints its own lines; ours would repeat them
-    with Repo(".") as repo, repo.lock:
-        for name in names:
-            (stage,) = repo.stage.collect(name)
-            stage.save_deps()
-            if name.startswith("fingerprint-"):
-                stage.save_outs()
-            stage.dump(update_pipeline=False)
+        marks = json.loads(path.read_text())
+        return {stage: m["reason"] for stage, m in marks.items() if _applies(stage, m)}
+    except FileNotFoundError:
+        return {}
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise DataError(f"{path}: not a stale-marks file ({type(exc).__name__}: {exc}); fix or delete it") from None
 
 
-# ------------------------------------------------------------------ comparing fingerprints
-
-def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """{"steps[0].loss": 2.3, ...}: every leaf of a fingerprint under its path."""
-    if isinstance(value, dict):
-        items = [(f"{prefix}.{key}" if prefix else key, sub) for key, sub in value.items()]
-    elif isinstance(value, list):
-        items = [(f"{prefix}[{i}]", sub) for i, sub in enumerate(value)]
-    else:
-        return {prefix: value}
-    return {k: v for path, sub in items for k, v in flatten(sub, path).items()}
+def _applies(stage: str, mark: dict[str, str]) -> bool:
+    fingerprint = Path(mark["fingerprint_file"])
+    now = md5(fingerprint.read_bytes()) if fingerprint.is_file() else None
+    return recorded_md5(stage, fingerprint) == mark["keyed_on"] != now
 
 
-def differences(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any, float | None]]:
-    """(field, old, new, relative difference or None) of every field that differs, the probe's own excluded."""
-    a, b = flatten(old), flatten(new)
-    out = []
-    for key in sorted(a.keys() | b.keys()):
-        if key.startswith("probe.") or a.get(key) == b.get(key):
-            continue
-        x, y = a.get(key), b.get(key)
-        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (x, y))
-        rel = abs(x - y) / max(abs(x), abs(y), 1e-12) if numbers else None
-        out.append((key, x, y, rel))
-    return out
-
-
-def rounding_only(diffs: list[tuple[str, Any, Any, float | None]]) -> bool:
-    """Whether every difference is a float in a computed section, within ROUNDING."""
-    return all(rel is not None and rel <= ROUNDING and not key.startswith(EXACT) and not key.endswith(
-        ("updates", "halted", "act_steps")) for key, _, _, rel in diffs)
-
-
-# ------------------------------------------------------------------ the committed run's own evidence
-
-def schedule_check(run: Any, history: Path) -> tuple[int, float]:
-    """(rows, largest difference) between history.csv's learning rates and the trainer's at those updates."""
-    try:
-        with open(history, newline="") as fh:
-            rows = [(int(r["step"]), float(r["lr"])) for r in csv.DictReader(fh)]
-    except (OSError, KeyError, ValueError) as exc:
-        raise DataError(f"{history}: unreadable ({type(exc).__name__}: {exc}); train the run first") from None
-    worst = max((abs(run.learning_rates(step - 1)["lr"] - lr) for step, lr in rows), default=0.0)
-    return len(rows), worst
-
-
-def relock(params: Params, name: str, seed: int, batches: int, accept: bool) -> int:
-    """`hrm relock`: explain how the run's fingerprint moved and keep the run if its computation did not.
-    0: recorded (or nothing to do); 1: refused, the computation changed (retrain, or --accept rounding)."""
-    from hrm.bench.train import replay
-    from hrm.train import fingerprint as fp
-
-    exp = params.experiment(name)
-    run = run_name(exp, seed)
-    fp_stage, train_stage = f"fingerprint-{run}", f"train-{run}"
-    path = paths.fingerprint_file(exp.group, name, seed)
-    if train_stage not in locked_stages():
-        raise HrmError(f"{train_stage}: dvc.lock records no such run, so there is nothing to keep; train it "
-                       f"(dvc repro {train_stage})")
-    old = recorded_fingerprint(train_stage, path)
-    result = replay(params, name, seed, batches)          # the run's own settings, before the probe pins its own
-    rows, worst_lr = schedule_check(fp.make_run(params, exp, seed), paths.history_file(exp.group, name, seed))
-    new = fp.probe(params, name, seed)
-    say = print
-    if old is None or old.get("probe") != new["probe"]:
-        why = ("locked before fingerprints, or the recorded file is gone" if old is None else
-               f"recorded with another probe, {old.get('probe')}")
-        say(f"{train_stage}: no comparable fingerprint recorded ({why}): the committed run's own files are the "
-            f"only evidence")
-        diffs: list[tuple[str, Any, Any, float | None]] = []
-    else:
-        diffs = differences(old, new)
-        say(f"{train_stage}: the fingerprint differs from the recorded one in {len(diffs)} field(s)"
-            + (":" if diffs else (" (the probe's own settings only)" if old != new else "")))
-        for key, x, y, rel in diffs[:40]:
-            say(f"  {key}: {x} -> {y}" + (f"  (relative {rel:.1e})" if rel is not None else ""))
-        if len(diffs) > 40:
-            say(f"  ... and {len(diffs) - 40} more")
-    say(f"replay of the first {result['batches']} full batches against {paths.steps_file(exp.group, name, seed)}: "
-        + ("identical" if result["same"] else f"largest loss difference {result['max_abs_difference']:.2e}"))
-    say(f"learning rate at the {rows} updates of {paths.history_file(exp.group, name, seed)}: "
-        + ("identical" if worst_lr == 0.0 else f"largest difference {worst_lr:.2e}"))
-    exact = result["same"] and worst_lr == 0.0 and not diffs
-    rounding = result["max_abs_difference"] <= REPLAY_ROUNDING and worst_lr == 0.0 and rounding_only(diffs)
-    if not exact and not (accept and rounding):
-        why = ("differences of rounding size: rerun with --accept if a platform change explains them" if rounding
-               else "the computation behind the committed run changed (if you changed the probe itself, raise "
-               "hrm.train.fingerprint.VERSION)")
-        say(f"refused: {why}; otherwise retrain it (dvc repro {train_stage})")
-        return 1
-    fp.write(path, new)
-    commit_stages([fp_stage, train_stage])
-    say(f"recorded: {path} and dvc.lock ({fp_stage}, {train_stage})"
-        + (" after --accept of rounding-size differences" if not exact else ""))
-    return 0
+def mark_stale(exp: Experiment, seed: int, reason: str) -> Path:
+    """Record that the committed run (exp, seed) was computed by code that now computes differently."""
+    stage, fingerprint = train_stage(exp, seed), paths.fingerprint_file(exp.group, exp.name, seed)
+    keyed_on = recorded_md5(stage, fingerprint)
+    if keyed_on is None:
+        raise HrmError(f"{stage}: dvc.lock keys it on no fingerprint, so a mark could not tell when it is retrained; "
+                       f"relock or retrain it instead")
+    path = paths.stale_file(exp.group)
+    marks = json.loads(path.read_text()) if path.is_file() else {}
+    marks[stage] = {"reason": reason, "fingerprint_file": str(fingerprint), "keyed_on": keyed_on,
+                    "marked": datetime.date.today().isoformat()}
+    write_json(path, dict(sorted(marks.items())))
+    return path
 
 
 # ------------------------------------------------------------------ hrm status

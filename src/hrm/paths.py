@@ -36,6 +36,7 @@ ANALYSIS = RUN_DIR + "/analysis/{analysis}.json"
 ANALYSIS_FIGURE = RUN_DIR + "/analysis/{analysis}.png"
 GROUP_FIGURES = "{root}/figures"
 AUDIT = "{root}/README.md"                       # the reader's audit page (hrm.audit)
+STALE = "{root}/stale.json"                      # runs the code here would compute differently (hrm relock --stale)
 
 # GPU slots of one machine (hrm.launch): a lock file per GPU, shared by every checkout of one user, so
 # that concurrent Snakemake jobs each hold their own GPUs. $HRM_GPU_SLOT_DIR moves it (tests do).
@@ -62,6 +63,10 @@ PUZZLE_PLOT_DATA_FILES = ("segments", "pass_at_k")   # puzzle runs: scores per s
 
 def bench_file(name: str, ext: str = "json") -> Path:
     return Path(BENCH.format(name=name, ext=ext))
+
+
+def stale_file(group: str) -> Path:
+    return Path(STALE.format(root=group_root(group)))
 
 
 def audit_file(group: str) -> Path:

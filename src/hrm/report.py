@@ -24,6 +24,7 @@ from hrm import paths
 from hrm.atomic import write_text
 from hrm.config import Experiment, Params
 from hrm.errors import DataError
+from hrm.lockfile import stale_marks, train_stage
 from hrm.paper import PAPER, SOURCE
 
 log = logging.getLogger("hrm")
@@ -102,6 +103,7 @@ class RunResult:
     seed: int
     metrics: dict[str, Any] | None
     evaluation: dict[str, Any] | None
+    stale: str | None = None          # why the code here would compute it differently (hrm relock --stale)
 
     @property
     def name(self) -> str:
@@ -123,13 +125,13 @@ class RunResult:
 
 
 def collect(params: Params, group: str) -> list[RunResult]:
-    out = []
+    out, stale = [], stale_marks(group)
     for exp in params.experiments.values():
         if exp.group == group:
             for seed in exp.seeds:
                 metrics = _load(paths.metrics_file(group, exp.name, seed))
                 evaluation = _evaluation(paths.eval_file(group, exp.name, seed)) if metrics else None
-                out.append(RunResult(exp, seed, metrics, evaluation))
+                out.append(RunResult(exp, seed, metrics, evaluation, stale.get(train_stage(exp, seed))))
     return out
 
 
@@ -141,7 +143,8 @@ def long_rows(results: list[RunResult]) -> list[dict[str, Any]]:
         prov = (r.metrics or {}).get("provenance", {})
         device = ((r.metrics or {}).get("gpu") or {}).get("device_name") or prov.get("hardware", {}).get("cpu")
         commit = prov.get("commit")
-        common = {"experiment": r.exp.name, "seed": r.seed, "mode": r.exp.mode, "status": run_status(r.metrics),
+        status = run_status(r.metrics) + (f"; stale: {r.stale}" if r.stale else "")
+        common = {"experiment": r.exp.name, "seed": r.seed, "mode": r.exp.mode, "status": status,
                   "device": device, "commit": (commit[:10] + ("+dirty" if prov.get("dirty") else "")) if commit
                   else None, "params_hash": prov.get("params_hash"), "date": prov.get("date"),
                   "command": prov.get("command")}
