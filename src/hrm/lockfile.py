@@ -36,9 +36,10 @@ def locked_stages() -> dict[str, Any]:
         raise DataError(f"{LOCK}: not valid YAML ({exc})") from None
 
 
-def recorded_md5(stage: str, path: Path) -> str | None:
-    """The md5 dvc.lock records for `path` among `stage`'s dependencies (None if it records none)."""
-    entry = locked_stages().get(stage, {})
+def recorded_md5(stage: str, path: Path, locked: dict[str, Any] | None = None) -> str | None:
+    """The md5 dvc.lock (or `locked`, its stages as read) records for `path` among `stage`'s dependencies
+    (None if it records none)."""
+    entry = (locked_stages() if locked is None else locked).get(stage, {})
     return next((d.get("md5") for d in entry.get("deps", []) if d.get("path") == str(path)), None)
 
 
@@ -74,17 +75,18 @@ def stale_marks(group: str) -> dict[str, str]:
     path = paths.stale_file(group)
     try:
         marks = json.loads(path.read_text())
-        return {stage: m["reason"] for stage, m in marks.items() if _applies(stage, m)}
+        locked = locked_stages() if marks else {}           # read once: dvc.lock is large
+        return {stage: m["reason"] for stage, m in marks.items() if _applies(stage, m, locked)}
     except FileNotFoundError:
         return {}
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise DataError(f"{path}: not a stale-marks file ({type(exc).__name__}: {exc}); fix or delete it") from None
 
 
-def _applies(stage: str, mark: dict[str, str]) -> bool:
+def _applies(stage: str, mark: dict[str, str], locked: dict[str, Any]) -> bool:
     fingerprint = Path(mark["fingerprint_file"])
     now = md5(fingerprint.read_bytes()) if fingerprint.is_file() else None
-    return recorded_md5(stage, fingerprint) == mark["keyed_on"] != now
+    return recorded_md5(stage, fingerprint, locked) == mark["keyed_on"] != now
 
 
 def mark_stale(exp: Experiment, seed: int, reason: str) -> Path:
@@ -128,6 +130,7 @@ def explain(entries: list[Any]) -> str:
                     changed.append(f"computation (fingerprint {state})")
                 else:
                     changed.append(f"{path} {state}")
+
     def listed(items: list[str]) -> str:
         return ", ".join(items[:SHOWN]) + (f" (+{len(items) - SHOWN} more)" if len(items) > SHOWN else "")
 

@@ -13,6 +13,7 @@ Refused, it can instead mark the run stale (hrm.lockfile) so that the audit page
 from __future__ import annotations
 
 import csv
+import importlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -108,9 +109,10 @@ def relock(params: Params, name: str, seed: int, batches: int, accept: bool, sta
         raise HrmError(f"{train}: dvc.lock records no such run, so there is nothing to keep; train it "
                        f"(dvc repro {train})")
     old = recorded_fingerprint(train, path)
-    result = replay(params, name, seed, batches)          # the run's own settings, before the probe pins its own
-    rows, worst_lr = schedule_check(fp.make_run(params, exp, seed), paths.history_file(exp.group, name, seed))
-    new = fp.probe(params, name, seed)
+    data = importlib.import_module(exp.study.modules["train"]).RUN.load_data(exp.dataset)     # once, for all three
+    result = replay(params, name, seed, batches, data)    # the run's own settings, before the probe pins its own
+    rows, worst_lr = schedule_check(fp.make_run(params, exp, seed, data), paths.history_file(exp.group, name, seed))
+    new = fp.probe(params, name, seed, data)
     say = print
     if old is None or old.get("probe") != new["probe"]:
         why = ("locked before fingerprints, or the recorded file is gone" if old is None else

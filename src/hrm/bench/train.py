@@ -133,10 +133,10 @@ def bench_train(params: Params, name: str, steps: int = 20, warmup: int = 3, syn
     return result
 
 
-def replay(params: Params, name: str, seed: int, steps: int) -> dict:
+def replay(params: Params, name: str, seed: int, steps: int, data: Any = None) -> dict:
     """Retrain the first `steps` batches of a finished run with the code and params here and compare
-    their losses with its steps.csv (6 decimals, as written): whether a change altered training,
-    i.e. whether `dvc commit` may keep the run or it must be retrained."""
+    their losses with its steps.csv (6 decimals, as written): whether a change altered training, i.e.
+    whether `hrm relock` may keep the run or it must be retrained. `data`: the built set, if loaded."""
     import csv
 
     exp = params.experiment(name)
@@ -146,8 +146,7 @@ def replay(params: Params, name: str, seed: int, steps: int) -> dict:
             committed = [float(r["loss"]) for r in csv.DictReader(fh)][:steps]
     except (OSError, KeyError, ValueError) as exc:
         raise DataError(f"{path}: unreadable ({type(exc).__name__}: {exc}); train the run first") from None
-    data, _ = load_data(exp, synthetic=False)
-    run = make_run(params, exp, seed, data)
+    run = make_run(params, exp, seed, data if data is not None else load_data(exp, synthetic=False)[0])
     feed = run.batches()
     with attention(params.runtime.attention):
         got = [round(float(run.train_batch(next(feed))[0]), 6) for _ in committed]
