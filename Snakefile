@@ -2,7 +2,7 @@
 
 The rules in workflow/rules/ take their paths from hrm.paths and their inputs from hrm.stages,
 the same module that generates dvc.yaml. Targets: all, demo, analyses, train_cifar, train_mnist,
-train_sudoku, train_maze, train_arc.
+train_sudoku, train_maze, train_arc, released (the authors' checkpoints, evaluated here).
 Run `snakemake --cores 4 train_cifar` (profiles/default limits gpu=1).
 """
 
@@ -69,3 +69,8 @@ rule train_maze:
 rule train_arc:
     input:
         train_targets("arc1", "arc2"),
+
+
+rule released:
+    input:
+        released_targets(),

@@ -8,6 +8,7 @@ reproducible here (why). Paper numbers come from hrm.paper only; ours only from 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from hrm.atomic import write_text
 from hrm.config import Experiment, Params
 from hrm.lockfile import train_stage
 from hrm.models.registry import count_params
+from hrm.data.puzzles.sources import RELEASED
 from hrm.paper import PAPER, PR_PAPER, SOURCE
 from hrm.report import METRICS, PAPER_KEY, RunResult, collect, report, seed_stats
 
@@ -77,6 +79,22 @@ ROUTES |= {
 }
 
 
+# The authors' released checkpoints (REFERENCE II.4b): an import and one evaluation of the full test set.
+_RELEASED_TEST = {"sudoku-extreme-1k": "422,786 test puzzles", "maze-hard-1k": "1,000 test mazes",
+                  "arc2": "every augmented version of the 120 evaluation tasks"}
+for _ds, _what in _RELEASED_TEST.items():
+    _repo = next(c for c in RELEASED.values() if c.dataset == _ds)
+    ROUTES[f"{_ds}-hrm-released"] = Route(
+        f"no training: one evaluation of the {_what} x 16 segments on one GPU (`hrm bench evaluate "
+        f"{_ds}-hrm-released` times it)",
+        f"the checkpoint ({_repo.repo}, ~100 MB, sha256-pinned on first fetch) and "
+        + _PUZZLE_ROUTES[_ds][1],
+        "the network is closed here (neither the checkpoint nor " + ("Sudoku-Extreme" if _ds.startswith("sudoku")
+                                                                     else "the data") + " can be fetched)"
+        + ("; and it refuses unless the repo ships its build's identifiers.json (REFERENCE II.4b)" if _ds == "arc2"
+           else ""))
+
+
 def _ours(results: list[RunResult], exp: Experiment, key: str) -> tuple[float | None, str]:
     """Our number for a metric over the experiment's complete runs (mean over seeds) and its text."""
     if key == "test_acc":
@@ -121,8 +139,16 @@ def row(results: list[RunResult], exp: Experiment, key: str, published: float) -
                 f"not reproducible here: ours measured on {_where(results, exp)}; the paper's on its GPU"]
     stats = seed_stats(results, exp) if key == "test_acc" else None
     spread = f"; paper {stats.placement(published)}" if stats and stats.n > 1 else ""
-    return [LABELS[key], paper, text, f"{value - published:+.2f}",
-            f"reproduced here ({_where(results, exp)}{spread}){_stale(results, exp)}"]
+    how = (f"the authors' released checkpoint, evaluated here ({_checkpoint(results, exp)}; {_where(results, exp)})"
+           if exp.released else f"reproduced here ({_where(results, exp)}{spread})")
+    return [LABELS[key], paper, text, f"{value - published:+.2f}", how + _stale(results, exp)]
+
+
+def _checkpoint(results: list[RunResult], exp: Experiment) -> str:
+    """repo@revision and sha256 of the imported weights, from the runs' provenance."""
+    found = {f"{c['repo']}@{c['revision']}, sha256 {c['sha256'][:12]}": None for r in results
+             if r.exp.name == exp.name and r.metrics and (c := r.metrics["provenance"].get("checkpoint"))}
+    return "; ".join(found) or "?"
 
 
 def _stale(results: list[RunResult], exp: Experiment) -> str:
@@ -165,10 +191,26 @@ def beside_rows(results: list[RunResult], params: Params) -> list[list[str]]:
     return out
 
 
+def _evaluation_cost(name: str) -> str:
+    """The saved `hrm bench evaluate NAME --save` measurements, in words."""
+    found = []
+    for kind in ("cuda", "cpu"):
+        path = paths.bench_file(f"evaluate-{name}-{kind}")
+        if path.is_file():
+            r = json.loads(path.read_text())
+            full = (f"{r['seconds_full_test'] / 60:,.1f} min for the {r['full_test_examples']:,} test examples "
+                    f"(projected from {r['examples_timed']:,}, random weights)") if r.get("seconds_full_test") \
+                else f"{r['examples_per_second']:,.1f} examples/s"
+            found.append(f"measured on {r['device']}: {full}, {r['provenance']['date'][:10]}")
+    return "; ".join(found) if found else "not yet timed"
+
+
 def how_to_run(exp: Experiment) -> str:
     route = ROUTES[exp.name]
     line = (f"* **{exp.name}**: `dvc repro evaluate-{stages.run_name(exp, exp.seeds[0])}` (set `HRM_DATA_DIR` for "
             f"offline copies); a run costs {route.cost}; it fetches {route.data}.")
+    if exp.released:
+        line += f" Evaluation cost: {_evaluation_cost(exp.name)}."
     return line + (f" Not here: {route.not_here}." if route.not_here else "")
 
 

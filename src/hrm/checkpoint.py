@@ -108,23 +108,35 @@ def resume(path: Path, params_hash: str, model: torch.nn.Module,
 
 # ------------------------------------------------------------------ the final model file (model.pt)
 
-def model_bytes(experiment: dict[str, Any], seed: int, model: torch.nn.Module) -> bytes:
-    """model.pt: the experiment as a dict, the seed and the CPU state dict. Serialised in memory
-    first, so that a full disk fails in our atomic write, with our message, not inside torch."""
+def model_bytes(experiment: dict[str, Any], seed: int, model: torch.nn.Module,
+                extra: dict[str, Any] | None = None) -> bytes:
+    """model.pt: the experiment as a dict, the seed and the CPU state dict (and `extra`: an imported
+    checkpoint's numerics and source). Serialised in memory first, so that a full disk fails in our
+    atomic write, with our message, not inside torch."""
     buffer = io.BytesIO()
-    torch.save({"experiment": experiment, "seed": seed,
+    torch.save({"experiment": experiment, "seed": seed, **(extra or {}),
                 "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}, buffer)
     return buffer.getvalue()
 
 
-def load_model_file(path: Path, model: torch.nn.Module, retrain: str) -> torch.nn.Module:
-    """Weights of a run's model.pt into `model`; a missing or damaged file is a DataError saying `retrain`."""
+def read_model_file(path: Path, retrain: str) -> dict[str, Any]:
+    """A run's model.pt as saved; a missing or damaged file is a DataError saying `retrain`."""
     if not path.is_file():
         raise DataError(f"{path}: no trained model; run `{retrain}` first")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(payload["state_dict"])
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load raises many types on damaged files
+        raise DataError(f"{path}: not a readable model file ({type(exc).__name__}: {str(exc)[:200]}); "
+                        f"run `{retrain}` again") from None
+
+
+def load_model_file(path: Path, model: torch.nn.Module, retrain: str,
+                    payload: dict[str, Any] | None = None) -> torch.nn.Module:
+    """Weights of a run's model.pt (or of its `payload`, already read) into `model`."""
+    payload = read_model_file(path, retrain) if payload is None else payload
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except Exception as exc:
         raise DataError(f"{path}: not a model file for this experiment with the current params "
                         f"({type(exc).__name__}: {str(exc)[:200]}); run `{retrain}` again") from None
     return model

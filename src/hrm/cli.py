@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import logging
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from hrm import analyze, paths, stages, studies
 from hrm.config import ANALYSIS_MODELS, DEFAULT_PARAMS, GROUPS, Params, load_params
+from hrm.data.puzzles.sources import RELEASED
 from hrm.errors import ConfigError, DiskFull, HrmError
 
 log = logging.getLogger("hrm")
@@ -31,7 +33,9 @@ def _seed(params: Params, name: str, seed: int) -> int:
 
 
 def cmd_download(params: Params, args: argparse.Namespace) -> int:
-    studies.of_dataset(args.dataset).verb("download")(args.dataset, args.source)
+    module = (studies.RELEASED_MODULES["download"] if args.dataset in RELEASED
+              else studies.of_dataset(args.dataset).modules["download"])
+    importlib.import_module(module).download(args.dataset, args.source)
     return 0
 
 
@@ -44,8 +48,9 @@ def _run_verb(verb: str, params: Params, args: argparse.Namespace) -> int:
     from hrm.speed import attention  # imports torch: only for the verbs that run a model
 
     seed = _seed(params, args.experiment, args.seed)
+    exp = params.experiment(args.experiment)
     with attention(params.runtime.attention):
-        params.experiment(args.experiment).study.verb(verb)(params, args.experiment, seed)
+        getattr(importlib.import_module(exp.module(verb)), verb)(params, args.experiment, seed)
     return 0
 
 
@@ -71,9 +76,17 @@ def _pin(params: Params, args: argparse.Namespace) -> None:
     launch.pin(exp.processes if args.command == "train" else 1, args.gpu_slots)
 
 
+def _trains(params: Params, name: str, verb: str) -> None:
+    exp = params.experiment(name)
+    if not exp.trains:
+        raise ConfigError(f"{verb} {name}: this experiment imports the released checkpoint {exp.released} "
+                          f"(experiments.{name}.released); it trains nothing, so there is nothing to {verb}")
+
+
 def cmd_fingerprint(params: Params, args: argparse.Namespace) -> int:
     from hrm.train.fingerprint import fingerprint
 
+    _trains(params, args.experiment, "fingerprint")
     fingerprint(params, args.experiment, _seed(params, args.experiment, args.seed))
     return 0
 
@@ -81,6 +94,7 @@ def cmd_fingerprint(params: Params, args: argparse.Namespace) -> int:
 def cmd_relock(params: Params, args: argparse.Namespace) -> int:
     from hrm.relock import relock
 
+    _trains(params, args.experiment, "relock")
     if args.batches < 1:
         raise ConfigError(f"relock --batches: got {args.batches}; must be >= 1")
     return relock(params, args.experiment, _seed(params, args.experiment, args.seed), args.batches, args.accept,
@@ -150,6 +164,13 @@ def cmd_bench(params: Params, args: argparse.Namespace) -> int:
         depths = tuple(int(d) for d in args.depths.split(","))
         print(json.dumps(bench_memory(params, args.experiment, depths, args.batch, args.save), indent=1))
         return 0
+    if args.what == "evaluate":
+        from hrm.bench.evaluate import bench_evaluate
+
+        if args.examples is not None and args.examples < 1:
+            raise ConfigError(f"bench evaluate: --examples must be >= 1; got {args.examples}")
+        print(json.dumps(bench_evaluate(params, args.experiment, args.examples, args.synthetic, args.save), indent=1))
+        return 0
     from hrm.bench.train import bench_train
 
     result = bench_train(params, args.experiment, args.steps, args.warmup, args.synthetic, args.save, args.batch)
@@ -218,7 +239,8 @@ def parser() -> argparse.ArgumentParser:
         return sp
 
     sp = add("download", cmd_download, "fetch and md5-verify a data set's raw files")
-    sp.add_argument("dataset", help=f"one of: {', '.join(studies.ALL_DATASETS)}")
+    sp.add_argument("dataset", help=f"one of: {', '.join(studies.ALL_DATASETS)}; or a released checkpoint: "
+                    f"{', '.join(RELEASED)}")
     sp.add_argument("--from", dest="source", type=Path, default=None,
                     help="folder with verified copies (also $HRM_DATA_DIR); no network needed")
     sp = add("build", cmd_build, "turn raw files into arrays and normalisation statistics")
@@ -250,16 +272,19 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("group", choices=GROUPS)
     sp = add("bench", cmd_bench, "benchmarks that print measurements (JSON): build (the ARC build), train "
              "(N warm steps of an experiment), replay (N steps against a finished run's losses), memory "
-             "(memory vs N*T), gpu-check (the GPU acceptance check)")
-    sp.add_argument("what", choices=["build", "train", "replay", "memory", "gpu-check"])
+             "(memory vs N*T), evaluate (a puzzle evaluation's time, projected to the full test set), gpu-check (the "
+             "GPU acceptance check)")
+    sp.add_argument("what", choices=["build", "train", "replay", "memory", "evaluate", "gpu-check"])
     sp.add_argument("experiment", nargs="?", help="train, memory: a key of the experiments section")
     sp.add_argument("--steps", type=int, default=20, help="train, gpu-check: timed steps; replay: batches (default 20)")
     sp.add_argument("--seed", type=int, default=None, help="replay: the finished run (exit 1 if its losses differ)")
     sp.add_argument("--warmup", type=int, default=3, help="train: untimed steps first (default 3)")
-    sp.add_argument("--synthetic", action="store_true", help="train: random data even if the set is built")
+    sp.add_argument("--synthetic", action="store_true", help="train, evaluate: random data even if the set is built")
+    sp.add_argument("--examples", type=int, default=None,
+                    help="evaluate: test examples timed (default: 4 evaluation batches)")
     sp.add_argument("--depths", default="4,8,16,32", help="memory: values of N*T (default 4,8,16,32)")
     sp.add_argument("--batch", type=int, default=None, help="train, memory: batch (default: the recipe's)")
-    sp.add_argument("--save", action="store_true", help="train, memory: also write results/bench/ (JSON, figure)")
+    sp.add_argument("--save", action="store_true", help="train, memory, evaluate: also write results/bench/ (JSON, figure)")
     sp.add_argument("--dataset", default="arc1", help="build: an ARC data set, downloaded (default arc1)")
     sp.add_argument("--workers", type=int, default=None, help="build: processes (default: every core)")
     add("check", cmd_check, "validate the params file (exit 2 with the offending key)")

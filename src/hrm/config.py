@@ -130,6 +130,9 @@ class ExperimentSpec:
     processes: int | None = spec("data-parallel processes (GPUs) per node for this experiment's training; "
                                  "default runtime.processes", ge=1, default=None)
     nodes: int = spec("nodes its training spans (SLURM: srun launches torchrun on each)", ge=1, default=1)
+    released: str | None = spec("a released checkpoint of the authors (hrm.data.puzzles.sources.RELEASED): the run "
+                                "imports it instead of training (REFERENCE II.4b); the recipe only sets evaluation",
+                                default=None)
 
 
 RecipeConfig = ImageRecipe | PuzzleRecipe
@@ -153,6 +156,16 @@ class Experiment:
     ablations: tuple[str, ...] = ()  # ablation families (report labels)
     processes: int = 1              # data-parallel processes per node (one GPU each)
     nodes: int = 1
+    released: str | None = None     # the authors' checkpoint it imports instead of training
+
+    @property
+    def trains(self) -> bool:
+        """Whether `hrm train` trains it (else it imports a released checkpoint: no fingerprint, no steps)."""
+        return self.released is None
+
+    def module(self, verb: str) -> str:
+        """The module offering `verb` for this experiment: its study's, but an import for `train`."""
+        return studies.RELEASED_MODULES[verb] if verb == "train" and not self.trains else self.study.modules[verb]
 
     @property
     def world(self) -> int:
@@ -173,7 +186,8 @@ class Experiment:
                 | ({"analyses": list(self.analyses)} if self.analyses else {})
                 | ({"ablations": list(self.ablations)} if self.ablations else {})
                 | ({"processes": self.processes} if self.processes != 1 else {})
-                | ({"nodes": self.nodes} if self.nodes != 1 else {}))
+                | ({"nodes": self.nodes} if self.nodes != 1 else {})
+                | ({"released": self.released} if self.released is not None else {}))
 
     def params_hash(self) -> str:
         """Hash of everything that shapes a run of this experiment (not the seed list, not the label)."""
@@ -251,13 +265,27 @@ def _resolve(name: str, s: ExperimentSpec, models: dict[str, ModelConfig],
         if model.kind not in kinds:
             raise ConfigError(f"{where}.analyses: {kind!r} needs a model of kind {' or '.join(kinds)}; "
                               f"model {s.model!r} is of kind {model.kind}")
+    if s.released is not None:
+        _check_released(where, s, model)
     processes = s.processes or runtime.processes
     if processes * s.nodes > recipe.batch_size:
         raise ConfigError(f"{where}: {processes * s.nodes} processes ({s.nodes} node(s) x {processes}) would leave "
                           f"some without rows of a batch of {recipe.batch_size} (recipes.{s.recipe}.batch_size); "
                           f"use fewer processes (experiments.{name}.processes or runtime.processes)")
     return Experiment(name, s.group, s.dataset, s.model, model, s.recipe, recipe, s.seeds, s.mode, s.stands_for,
-                      s.analyses, s.ablations, processes, s.nodes)
+                      s.analyses, s.ablations, processes, s.nodes, s.released)
+
+
+def _check_released(where: str, s: ExperimentSpec, model: ModelConfig) -> None:
+    from hrm.data.puzzles.sources import RELEASED
+
+    ck = RELEASED.get(str(s.released))
+    if ck is None:
+        raise ConfigError(f"{where}.released: got {s.released!r}{closest(str(s.released), RELEASED)}; "
+                          f"allowed: {', '.join(RELEASED)}")
+    if s.dataset != ck.dataset or model.kind != "hrm-puzzle":
+        raise ConfigError(f"{where}: the released checkpoint {ck.name} is an HRM (model kind hrm-puzzle) of data "
+                          f"set {ck.dataset!r}; got dataset {s.dataset!r} and model {s.model!r} (kind {model.kind})")
 
 
 def parse_params(raw: Any, path: Path) -> Params:

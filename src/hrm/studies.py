@@ -23,6 +23,8 @@ from hrm.fields import closest
 from hrm.models.registry import Shape
 
 VERBS = ("download", "build", "train", "evaluate")
+# The authors' released checkpoints (REFERENCE II.4b): downloaded like a data set, "trained" by an import.
+RELEASED_MODULES = {"download": "hrm.data.puzzles.released", "train": "hrm.train.released"}
 
 
 @dataclass(frozen=True)

@@ -80,11 +80,22 @@ IMAGE, PUZZLE = studies.STUDIES["image"], studies.STUDIES["puzzle"]
 
 
 def train_targets(*datasets):
-    """metrics.json of every training run on the given data sets (pulls download and build)."""
+    """metrics.json of every training run on the given data sets (pulls download and build); not the
+    imports of released checkpoints (`released_targets`)."""
     return [
         str(paths.metrics_file(e.group, e.name, s))
         for e in PARAMS.experiments.values()
-        if e.dataset in datasets
+        if e.dataset in datasets and e.trains
+        for s in e.seeds
+    ]
+
+
+def released_targets():
+    """Evaluations of the authors' released checkpoints (download, import, evaluate with voting)."""
+    return [
+        str(paths.eval_file(e.group, e.name, s))
+        for e in PARAMS.experiments.values()
+        if not e.trains
         for s in e.seeds
     ]
 

@@ -20,8 +20,9 @@ from hrm.errors import DataError  # noqa: E402
 MOVING_AVERAGE_STEPS = 50
 
 
-def read_trace(path: Path, columns: dict[str, type]) -> list[dict[str, float]]:
-    """Rows of a training trace (history.csv, steps.csv) with the given numeric columns; else a DataError."""
+def read_trace(path: Path, columns: dict[str, type], empty: bool = False) -> list[dict[str, float]]:
+    """Rows of a training trace (history.csv, steps.csv) with the given numeric columns; else a DataError
+    (no rows too, unless `empty`: an imported run's traces have none)."""
     try:
         with open(path, newline="") as fh:
             rows = [{c: kind(r[c]) for c, kind in columns.items()} for r in csv.DictReader(fh)]
@@ -30,7 +31,7 @@ def read_trace(path: Path, columns: dict[str, type]) -> list[dict[str, float]]:
     except (KeyError, TypeError, ValueError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: malformed training trace ({type(exc).__name__}: {exc}); "
                         f"run `hrm train` for this run again") from None
-    if not rows:
+    if not rows and not empty:
         raise DataError(f"{path}: no rows; run `hrm train` for this run again")
     return rows
 
@@ -65,6 +66,15 @@ def loss_trace(steps: np.ndarray, losses: np.ndarray, title: str, path: Path) ->
     ax.set(xlabel="optimizer step", ylabel="training loss", title=title)
     ax.grid(alpha=0.3)
     ax.legend()
+    save(fig, path)
+
+
+def note(text: str, title: str, path: Path) -> None:
+    """A figure that says why there is nothing to draw."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
+    ax.set(title=title)
+    ax.axis("off")
     save(fig, path)
 
 

@@ -31,15 +31,21 @@ from hrm.speed import autocast, set_precision
 
 log = logging.getLogger("hrm")
 FAILED_KEPT = 32
+NO_TRAINING = "metrics.json names the source"
 
 
-def load_model(params: Params, name: str, seed: int, data: stream.PuzzleData, device: torch.device) -> torch.nn.Module:
+def load_model(params: Params, name: str, seed: int, data: stream.PuzzleData,
+               device: torch.device) -> tuple[torch.nn.Module, str]:
+    """The run's model on `device`, and the numerics it runs in: those recorded in model.pt (an imported
+    checkpoint's, e.g. the authors' bf16-pure), else runtime.precision."""
     exp = params.experiment(name)
-    model = checkpoint.load_model_file(paths.model_file(exp.group, name, seed),
-                                       build_model(exp.model, studies.shape(exp.dataset, data.num_ids)),
-                                       f"hrm train {name} --seed {seed}")
-    set_precision(model, device, params.runtime.precision)
-    return model.to(device)
+    path, retrain = paths.model_file(exp.group, name, seed), f"hrm train {name} --seed {seed}"
+    payload = checkpoint.read_model_file(path, retrain)
+    model = checkpoint.load_model_file(path, build_model(exp.model, studies.shape(exp.dataset, data.num_ids)),
+                                       retrain, payload)
+    precision = str(payload.get("precision") or params.runtime.precision)
+    set_precision(model, device, precision)
+    return model.to(device), precision
 
 
 def arc_votes(data: stream.PuzzleData, segments: list[int]) -> tuple[dict[int, Votes], dict[int, Votes], Any]:
@@ -67,18 +73,18 @@ def evaluate(params: Params, name: str, seed: int) -> Path:
     assert isinstance(exp.recipe, PuzzleRecipe)
     device = resolve_device(params.runtime.device)
     data = stream.load(exp.dataset)
-    model = load_model(params, name, seed, data, device)
+    model, precision = load_model(params, name, seed, data, device)
     trained = exp.model.halt_max_steps
     # Scaling is scored for recurrent models; the direct baseline's segments would all repeat the first.
     recurrent = getattr(exp.model, "recurrent", True)
     segments = sorted(set(exp.recipe.eval_halt_steps) | {trained}) if recurrent else [trained]
-    amp = autocast(device, params.runtime.precision)
+    amp = autocast(device, precision)
     votes, single, each = arc_votes(data, segments) if data.tasks is not None else ({}, {}, None)
     # ARC: task names and their test answers (original space), in the order of the task indices.
     names = list(data.tasks["answers"]) if data.tasks is not None else []
     answers = [[np.array(a, np.uint8) for a in data.tasks["answers"][n]] for n in names] if names else []
-    batch = exp.recipe.eval_batch_size
-    with Progress(-(-len(data.test.inputs) // batch), f"{name} s{seed} evaluate", "batches") as bar:
+    batch, n = exp.recipe.eval_batch_size, len(data.test.inputs)
+    with Progress(n, f"{name} s{seed} evaluate", "examples") as bar:
         scores = score_puzzles(model, data.test, batch, device, amp, segments, each, bar.advance)
     by_segments: dict[str, dict[str, Any]] = {}
     for m, r in scores.items():
@@ -93,6 +99,7 @@ def evaluate(params: Params, name: str, seed: int) -> Path:
     result = {"experiment": name, "seed": seed, "dataset": exp.dataset, "test_examples": len(data.test.inputs),
               "trained_halt_max_steps": trained, "headline_name": head["headline_name"],
               "test_acc": head["headline"], "by_segments": by_segments,
+              "precision": precision if device.type == "cuda" else "fp32 (CPU)",
               "provenance": provenance.record(exp.params_hash())}
     g = exp.group
     if data.tasks is not None:
@@ -173,12 +180,17 @@ def write_plot_data(group: str, name: str, seed: int, result: dict) -> None:
 def draw_figures(group: str, name: str, seed: int, result: dict) -> None:
     out = {f: paths.figure_file(group, name, seed, f) for f in ("loss", "accuracy", "scaling")}
     title = f"{name} seed {seed}"
-    steps = figures.read_trace(paths.steps_file(group, name, seed), {"step": int, "loss": float})
-    figures.loss_trace(np.array([r["step"] for r in steps]), np.array([r["loss"] for r in steps]), title, out["loss"])
+    steps = figures.read_trace(paths.steps_file(group, name, seed), {"step": int, "loss": float}, empty=True)
     history = figures.read_trace(paths.history_file(group, name, seed),
-                                 {"step": int, "train_acc": float, "test_acc": float})
-    figures.accuracy_curves([{**r, "epoch": r["step"]} for r in history], title + " (x: optimizer step)",
-                            out["accuracy"])
+                                 {"step": int, "train_acc": float, "test_acc": float}, empty=True)
+    if not steps:                  # an imported checkpoint (hrm.train.released): no step was taken here
+        for f in ("loss", "accuracy"):
+            figures.note(f"no training in this run: its weights were imported\n({NO_TRAINING})", title, out[f])
+    else:
+        figures.loss_trace(np.array([r["step"] for r in steps]), np.array([r["loss"] for r in steps]), title,
+                           out["loss"])
+        figures.accuracy_curves([{**r, "epoch": r["step"]} for r in history], title + " (x: optimizer step)",
+                                out["accuracy"])
     by = result["by_segments"]
     m = sorted(int(k) for k in by)
     figures.scaling_curve(m, [by[str(k)]["headline"] for k in m], result["headline_name"],

@@ -40,9 +40,9 @@ EachBatch = Callable[[int, np.ndarray, torch.Tensor, torch.Tensor], None]
 
 def score_puzzles(model: torch.nn.Module, split: PuzzleSplit, batch: int, device: torch.device,
                   autocast: AbstractContextManager, segments: Iterable[int], each: EachBatch | None = None,
-                  on_batch: Callable[[], None] | None = None) -> dict[int, dict[str, float]]:
+                  on_batch: Callable[[int], None] | None = None) -> dict[int, dict[str, float]]:
     """Exact and token accuracy of every test example after each segment count in `segments`
-    (`on_batch` after each batch of examples)."""
+    (`on_batch` with the number of examples after each batch)."""
     was_training = model.training
     model.eval()
     wanted = set(segments)
@@ -62,7 +62,7 @@ def score_puzzles(model: torch.nn.Module, split: PuzzleSplit, batch: int, device
             if each is not None:
                 each(m, idx, pred, conf)
         if on_batch is not None:
-            on_batch()
+            on_batch(len(idx))
     model.train(was_training)
     return {m: {"exact_acc": exact[m] / n, "token_acc": tokens_right[m] / max(1, tokens_total)}
             for m in sorted(wanted)}

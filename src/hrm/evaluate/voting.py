@@ -13,23 +13,29 @@ from collections import defaultdict
 
 import numpy as np
 
-from hrm.data.puzzles.arc import COLOR_OFFSET, invert_answer
+from hrm.data.puzzles.arc import COLOR_OFFSET, COLORS, invert_answer
+
+COLOR_MAX = COLOR_OFFSET + COLORS - 1      # token of colour 9
 
 PASS_AT = (1, 2, 10, 100, 1000)
 HEADLINE_K = 2                     # the paper's ARC number is pass@2
 
 
 def crop(tokens: np.ndarray) -> np.ndarray:
-    """The top-left grid of a square token canvas, up to the first PAD/EOS in row 0 and column 0, as colours."""
-    stop_col = np.flatnonzero(tokens[0] < COLOR_OFFSET)
-    stop_row = np.flatnonzero(tokens[:, 0] < COLOR_OFFSET)
-    w = int(stop_col[0]) if len(stop_col) else tokens.shape[1]
-    h = int(stop_row[0]) if len(stop_row) else tokens.shape[0]
-    grid = tokens[:h, :w]
-    if (grid < COLOR_OFFSET).any():                  # a hole inside: cut at the first bad row
-        bad_rows = np.flatnonzero((grid < COLOR_OFFSET).any(axis=1))
-        grid = grid[: bad_rows[0]]
-    return grid.astype(np.int64) - COLOR_OFFSET
+    """The authors' crop of a square token canvas (REFERENCE II.4, their arc_eval.ipynb), as colours.
+
+    Row r (1-based) may be as wide as its leading run of colour tokens, and never wider than the rows
+    above it; of these top-left rectangles the largest area wins, the first (shortest) on ties. A
+    malformed prediction is so cut to the largest rectangle whose rows narrow downward; a canvas whose
+    first token is not a colour crops to nothing.
+    """
+    colour = (tokens >= COLOR_OFFSET) & (tokens <= COLOR_MAX)
+    leading = np.where(colour.all(axis=1), tokens.shape[1], np.argmin(colour, axis=1))   # colours before the first other
+    widths = np.minimum.accumulate(leading)
+    areas = np.arange(1, len(widths) + 1) * widths
+    best = int(np.argmax(areas))                          # the first maximum: ties keep the shorter
+    h, w = (best + 1, int(widths[best])) if areas[best] > 0 else (0, 0)
+    return tokens[:h, :w].astype(np.int64) - COLOR_OFFSET
 
 
 class Votes:
@@ -44,7 +50,8 @@ class Votes:
         tokens = np.asarray(tokens)
         side = round(tokens.size ** 0.5)
         grid = invert_answer(crop(tokens.reshape(side, side)).astype(np.uint8), trans, colors)
-        key = bytes([grid.shape[0], grid.shape[1] if grid.size else 0]) + grid.tobytes()
+        # As the authors key an answer: its bytes and its shape (an empty crop is one answer of its own).
+        key = bytes(grid.shape) + grid.tobytes()
         entry = self.tally[(task, test_index)].setdefault(key, [0, 0.0, grid])
         entry[0] += 1
         entry[1] += confidence

