@@ -19,6 +19,7 @@ from hrm.checkpoint import RunState
 from hrm.config import load_params
 from hrm.losses import act_loss
 from hrm.models.act import act_step, initial_state
+from hrm.models.authors import name_map
 from hrm.models.registry import PuzzleHRMConfig, Shape, TRMConfig, build_model
 from hrm.optim import adamw
 from hrm.train.image import StepContext, hrm_image_step, make_schedule
@@ -59,30 +60,10 @@ def trm_config(mixer: str) -> TRMConfig:
 TRM_FIXTURES = {"attention": "trm-tiny.npz", "mlp": "trm-mlp-tiny.npz"}
 
 
-def puzzle_name_map(layers: int = 2, levels: tuple[tuple[str, str], ...] = (("H", "f_h"), ("L", "f_l")),
-                    mixer: str = "attention") -> dict[str, str]:
-    """Authors' state_dict names -> ours (TRM: the one L_level network is our f_l)."""
-    names = {"inner.embed_tokens.embedding_weight": "tokens.weight", "inner.lm_head.weight": "lm_head.weight",
-             "inner.q_head.weight": "q_head.weight", "inner.q_head.bias": "q_head.bias",
-             "inner.puzzle_emb.weights": "puzzle.table", "inner.H_init": "z0_h", "inner.L_init": "z0_l"}
-    for theirs, ours in levels:
-        for i in range(layers):
-            a, b = f"inner.{theirs}_level.layers.{i}.", f"reasoner.{ours}.blocks.{i}."
-            names |= {a + "mlp.gate_up_proj.weight": b + "mlp.up.weight",
-                      a + "mlp.down_proj.weight": b + "mlp.down.weight"}
-            if mixer == "mlp":
-                names |= {a + "mlp_t.gate_up_proj.weight": b + "token_mlp.up.weight",
-                          a + "mlp_t.down_proj.weight": b + "token_mlp.down.weight"}
-            else:
-                names |= {a + "self_attn.qkv_proj.weight": b + "attn.qkv.weight",
-                          a + "self_attn.o_proj.weight": b + "attn.out.weight"}
-    return names
-
-
 def _puzzle_model(fx: dict[str, np.ndarray], config: PuzzleHRMConfig | TRMConfig = PUZZLE_CONFIG,
                   names: dict[str, str] | None = None) -> torch.nn.Module:
     model = build_model(config, Shape(classes=11, seq_len=16, puzzle_ids=4))
-    names = names or puzzle_name_map()
+    names = names or name_map()
     model.load_state_dict({ours: torch.from_numpy(fx[theirs]) for theirs, ours in names.items()}, strict=True)
     return model
 
@@ -135,7 +116,7 @@ def _check_act_run(fx: dict[str, np.ndarray], model: torch.nn.Module, names: dic
 @pytest.mark.parametrize("mode", ["train", "eval"])
 def test_puzzle_hrm_matches_authors(mode: str) -> None:
     fx = _load("puzzle-hrm-tiny.npz")
-    _check_act_run(fx, _puzzle_model(fx), puzzle_name_map(), mode)
+    _check_act_run(fx, _puzzle_model(fx), name_map(), mode)
 
 
 @pytest.mark.parametrize("mixer", ["attention", "mlp"])
@@ -143,7 +124,7 @@ def test_puzzle_hrm_matches_authors(mode: str) -> None:
 def test_trm_matches_authors(mixer: str, mode: str) -> None:
     """TRM-Att and TRM-MLP: the last recursion's full gradient, single-pass halting, the 16-position prefix."""
     fx = _load(TRM_FIXTURES[mixer])
-    names = puzzle_name_map(levels=(("L", "f_l"),), mixer=mixer)
+    names = name_map(levels=(("L", "f_l"),), mixer=mixer)
     _check_act_run(fx, _puzzle_model(fx, trm_config(mixer), names), names, mode)
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from hrm import ablations, paths, stages, studies
 from hrm.atomic import write_text
 from hrm.config import Experiment, Params
+from hrm.data.puzzles.sources import RELEASED
 from hrm.lockfile import train_stage
 from hrm.models.registry import count_params
-from hrm.data.puzzles.sources import RELEASED
 from hrm.paper import PAPER, PR_PAPER, SOURCE
 from hrm.report import METRICS, PAPER_KEY, RunResult, collect, report, seed_stats
 
@@ -81,7 +81,7 @@ ROUTES |= {
 
 # The authors' released checkpoints (REFERENCE II.4b): an import and one evaluation of the full test set.
 _RELEASED_TEST = {"sudoku-extreme-1k": "422,786 test puzzles", "maze-hard-1k": "1,000 test mazes",
-                  "arc2": "every augmented version of the 120 evaluation tasks"}
+                  "arc2": "augmented versions of the 120 evaluation tasks"}
 for _ds, _what in _RELEASED_TEST.items():
     _repo = next(c for c in RELEASED.values() if c.dataset == _ds)
     ROUTES[f"{_ds}-hrm-released"] = Route(
@@ -91,7 +91,9 @@ for _ds, _what in _RELEASED_TEST.items():
         + _PUZZLE_ROUTES[_ds][1],
         "the network is closed here (neither the checkpoint nor " + ("Sudoku-Extreme" if _ds.startswith("sudoku")
                                                                      else "the data") + " can be fetched)"
-        + ("; and it refuses unless the repo ships its build's identifiers.json (REFERENCE II.4b)" if _ds == "arc2"
+        + ("; the import refuses unless the repo ships its build's identifiers.json and every test version of our "
+           "build has a row there by name (REFERENCE II.4b: their augmentations follow their filesystem's order)"
+           if _ds == "arc2"
            else ""))
 
 
@@ -133,6 +135,8 @@ def row(results: list[RunResult], exp: Experiment, key: str, published: float) -
     paper = f"{published:,.0f}" if key in COUNTS else f"{published:,.2f}"
     if value is None:
         status = "one command on a GPU (see below)" if route.not_here else "one command here (not run yet)"
+        if exp.released:
+            status = "the authors' released checkpoint, not evaluated yet: " + status
         return [LABELS[key], paper, "—", "—", status]
     if key in TIMES:
         return [LABELS[key], paper, text, "—",

@@ -284,7 +284,8 @@ def parser() -> argparse.ArgumentParser:
                     help="evaluate: test examples timed (default: 4 evaluation batches)")
     sp.add_argument("--depths", default="4,8,16,32", help="memory: values of N*T (default 4,8,16,32)")
     sp.add_argument("--batch", type=int, default=None, help="train, memory: batch (default: the recipe's)")
-    sp.add_argument("--save", action="store_true", help="train, memory, evaluate: also write results/bench/ (JSON, figure)")
+    sp.add_argument("--save", action="store_true",
+                    help="train, memory, evaluate: also write results/bench/ (JSON, figure)")
     sp.add_argument("--dataset", default="arc1", help="build: an ARC data set, downloaded (default arc1)")
     sp.add_argument("--workers", type=int, default=None, help="build: processes (default: every core)")
     add("check", cmd_check, "validate the params file (exit 2 with the offending key)")

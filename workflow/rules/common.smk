@@ -93,10 +93,7 @@ def train_targets(*datasets):
 def released_targets():
     """Evaluations of the authors' released checkpoints (download, import, evaluate with voting)."""
     return [
-        str(paths.eval_file(e.group, e.name, s))
-        for e in PARAMS.experiments.values()
-        if not e.trains
-        for s in e.seeds
+        str(paths.eval_file(e.group, e.name, s)) for e in PARAMS.experiments.values() if not e.trains for s in e.seeds
     ]
 
 

@@ -27,8 +27,10 @@ CHUNK = 1 << 20
 TIMEOUT_S = 30
 
 
-def md5_of(path: Path) -> str:
-    digest = hashlib.md5()
+def md5_of(path: Path, algorithm: str = "md5") -> str:
+    """The file's digest (md5 for the image sources' checksums; sha256 for the released checkpoints),
+    read in chunks: a checkpoint is ~100 MB."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(CHUNK), b""):
             digest.update(block)

@@ -30,7 +30,8 @@ def crop(tokens: np.ndarray) -> np.ndarray:
     first token is not a colour crops to nothing.
     """
     colour = (tokens >= COLOR_OFFSET) & (tokens <= COLOR_MAX)
-    leading = np.where(colour.all(axis=1), tokens.shape[1], np.argmin(colour, axis=1))   # colours before the first other
+    # Each row's leading run of colours: up to its first other token, or the whole row.
+    leading = np.where(colour.all(axis=1), tokens.shape[1], np.argmin(colour, axis=1))
     widths = np.minimum.accumulate(leading)
     areas = np.arange(1, len(widths) + 1) * widths
     best = int(np.argmax(areas))                          # the first maximum: ties keep the shorter

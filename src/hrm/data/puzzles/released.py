@@ -10,7 +10,6 @@ repo's own name), then the hub.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import urllib.error
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from hrm import paths
 from hrm.atomic import atomic_dir, write_json
-from hrm.data.download import CHUNK, TIMEOUT_S, local_dirs
+from hrm.data.download import CHUNK, TIMEOUT_S, local_dirs, md5_of
 from hrm.data.puzzles.download import verify_or_record
 from hrm.data.puzzles.sources import RELEASED, ReleasedCheckpoint
 from hrm.data.sources import DATA_DIR_ENV
@@ -91,9 +90,6 @@ def download(name: str, source: Path | None = None) -> Path:
     return raw
 
 
+
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return md5_of(path, "sha256")
