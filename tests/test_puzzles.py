@@ -131,3 +131,19 @@ def test_all_or_nothing_versus_partial_credit_and_the_two_attempt_submission() -
     assert (scores["pass@2"], scores["partial_pass@2"]) == (0.0, 0.5)
     sub = voting.submission(v, ["task"], [[a, b]])
     assert sub == {"task": [{"attempt_1": [[1]], "attempt_2": [[1]]}, {"attempt_1": [[1]], "attempt_2": [[1]]}]}
+
+
+def test_pooled_votes_add_up_and_survive_the_round_trip_through_arrays() -> None:
+    right, wrong = np.array([[1, 2, 3], [4, 5, 6]]), np.array([[7]])
+    first, second = voting.Votes(), voting.Votes()
+    first.add(0, 0, *_version(wrong, 1, 1), 0.9)          # one checkpoint: wrong wins alone
+    second.add(0, 0, *_version(right, 2, 2), 0.4)         # the next: right twice
+    second.add(0, 0, *_version(right, 5, 3), 0.3)
+    second.add(1, 0, *_version(wrong, 0, 4), 0.5)
+    pooled = voting.Votes.from_arrays(first.arrays())
+    pooled.merge(voting.Votes.from_arrays(second.arrays()))
+    assert [a.tolist() for a in pooled.ranked(0, 0)] == [right.tolist(), wrong.tolist()]
+    assert [a.tolist() for a in first.ranked(0, 0)] == [wrong.tolist()]
+    assert {w: sorted((n, round(c, 6)) for n, c, _ in a.values()) for w, a in pooled.tally.items()} == {
+        (0, 0): [(1, 0.9), (2, 0.7)], (1, 0): [(1, 0.5)]}
+    assert voting.Votes.from_arrays(voting.Votes().arrays()).tally == {}

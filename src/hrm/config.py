@@ -106,6 +106,10 @@ class PuzzleRecipe:
     ema: float = spec("rate of an exponential moving average of the weights, updated after every step and used "
                       "for evaluation and model.pt (TRM: 0.999, the puzzle embedding excluded); 0 = none (HRM)",
                       ge=0, lt=1, default=0.0, ablation=True)
+    pooled_voting: bool = spec("ARC: TRM's aggregated voting (its evaluators' default), labelled in eval.json: the "
+                               "votes of every evaluation during the run are pooled and `hrm evaluate` scores the "
+                               "pool; false = the votes of the final checkpoint only (the HRM paper's)",
+                               default=False, ablation=True)
 
 
 @dataclass(frozen=True)

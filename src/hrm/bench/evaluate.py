@@ -20,8 +20,8 @@ from hrm.atomic import write_json
 from hrm.bench.train import load_data
 from hrm.config import Params, PuzzleRecipe
 from hrm.errors import ConfigError
-from hrm.evaluate.puzzle import arc_votes
 from hrm.evaluate.puzzle_pass import score_puzzles
+from hrm.evaluate.voting import arc_votes
 from hrm.gpu import GpuMonitor, resolve_device, synchronize
 from hrm.models.registry import build_model
 from hrm.speed import attention, autocast, set_precision

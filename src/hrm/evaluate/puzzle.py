@@ -4,7 +4,8 @@ Writes eval.json (exact and token accuracy for every segment count in
 `recipes.<r>.eval_halt_steps` plus the trained M_max; for ARC also pass@1/2/10/100/1000, strict
 and with partial credit, from `hrm.evaluate.voting`), predictions.json (ARC: Kaggle's submission
 format, two attempts per test input; Sudoku and mazes: the first failed test examples), and the
-loss, accuracy and scaling figures. Votes come from this checkpoint only.
+loss, accuracy and scaling figures. Votes come from this checkpoint only, unless the recipe asks for
+TRM's pooled voting (`pooled_scores`).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from hrm import checkpoint, paths, provenance, studies
 from hrm.atomic import write_json
 from hrm.config import Experiment, Params, PuzzleRecipe
 from hrm.data.puzzles import stream
+from hrm.errors import DataError
 from hrm.evaluate import boards, figures
 from hrm.evaluate.puzzle_pass import predict_segments, score_puzzles
-from hrm.evaluate.voting import HEADLINE_K, Votes, arc_scores, submission
+from hrm.evaluate.voting import HEADLINE_K, Votes, arc_scores, arc_votes, submission
 from hrm.gpu import resolve_device
 from hrm.models.registry import build_model
 from hrm.progress import Progress
@@ -35,9 +37,9 @@ NO_TRAINING = "metrics.json names the source"
 
 
 def load_model(params: Params, name: str, seed: int, data: stream.PuzzleData,
-               device: torch.device) -> tuple[torch.nn.Module, str]:
-    """The run's model on `device`, and the numerics it runs in: those recorded in model.pt (an imported
-    checkpoint's, e.g. the authors' bf16-pure), else runtime.precision."""
+               device: torch.device) -> tuple[torch.nn.Module, str, dict[str, Any]]:
+    """The run's model on `device`, the numerics it runs in (those recorded in model.pt: an imported
+    checkpoint's, e.g. the authors' bf16-pure; else runtime.precision) and model.pt's payload."""
     exp = params.experiment(name)
     path, retrain = paths.model_file(exp.group, name, seed), f"hrm train {name} --seed {seed}"
     payload = checkpoint.read_model_file(path, retrain)
@@ -45,27 +47,19 @@ def load_model(params: Params, name: str, seed: int, data: stream.PuzzleData,
                                        retrain, payload)
     precision = str(payload.get("precision") or params.runtime.precision)
     set_precision(model, device, precision)
-    return model.to(device), precision
+    return model.to(device), precision, payload
 
 
-def arc_votes(data: stream.PuzzleData, segments: list[int]) -> tuple[dict[int, Votes], dict[int, Votes], Any]:
-    """Per segment count: the votes of every version, the one view of the unaugmented task alone
-    (what the model answers without voting), and the `each` callback that fills both."""
-    assert data.augmentations is not None
-    votes, single = {m: Votes() for m in segments}, {m: Votes() for m in segments}
-    task_of, test_index, ids = stream.example_tasks(data)
-    identity = np.arange(len(data.augmentations[0]) - 1)
-
-    def each(m: int, idx: np.ndarray, pred: torch.Tensor, conf: torch.Tensor) -> None:
-        pred_np, conf_np = pred.to(torch.uint8).cpu().numpy(), conf.cpu().numpy()
-        for j, e in enumerate(idx):
-            aug = data.augmentations[ids[e]]
-            vote = (int(task_of[e]), int(test_index[e]), pred_np[j], int(aug[0]), aug[1:], float(conf_np[j]))
-            votes[m].add(*vote)
-            if aug[0] == 0 and np.array_equal(aug[1:], identity):
-                single[m].add(*vote)
-
-    return votes, single, each
+def pooled_scores(payload: dict[str, Any], answers: list[list[np.ndarray]], name: str, seed: int) -> dict[str, Any]:
+    """TRM's aggregated voting (recipe `pooled_voting`): pass@K of the votes the training pooled over its
+    evaluations (saved in model.pt), as the headline, labelled; the per-checkpoint scores stay beside it."""
+    if "pooled_votes" not in payload:
+        raise DataError(f"{name} seed {seed}: the recipe asks for pooled voting but model.pt holds no pooled votes "
+                        f"(trained before the switch was set); retrain: hrm train {name} --seed {seed}")
+    pooled = arc_scores(Votes.from_arrays({k: v.numpy() for k, v in payload["pooled_votes"].items()}), answers)
+    n = int(payload["pooled_evaluations"])
+    return {**{f"pooled_{k}": v for k, v in pooled.items()}, "headline": pooled[f"pass@{HEADLINE_K}"],
+            "headline_name": f"pooled pass@{HEADLINE_K} (TRM's aggregated voting over the run's {n} evaluations)"}
 
 
 def evaluate(params: Params, name: str, seed: int) -> Path:
@@ -73,7 +67,7 @@ def evaluate(params: Params, name: str, seed: int) -> Path:
     assert isinstance(exp.recipe, PuzzleRecipe)
     device = resolve_device(params.runtime.device)
     data = stream.load(exp.dataset)
-    model, precision = load_model(params, name, seed, data, device)
+    model, precision, payload = load_model(params, name, seed, data, device)
     trained = exp.model.halt_max_steps
     # Scaling is scored for recurrent models; the direct baseline's segments would all repeat the first.
     recurrent = getattr(exp.model, "recurrent", True)
@@ -95,6 +89,8 @@ def evaluate(params: Params, name: str, seed: int) -> Path:
         else:
             r = r | {"headline": r["exact_acc"], "headline_name": "exact_acc"}
         by_segments[str(m)] = r
+    if data.tasks is not None and exp.recipe.pooled_voting:
+        by_segments[str(trained)] |= pooled_scores(payload, answers, name, seed)
     head = by_segments[str(trained)]
     result = {"experiment": name, "seed": seed, "dataset": exp.dataset, "test_examples": len(data.test.inputs),
               "trained_halt_max_steps": trained, "headline_name": head["headline_name"],

@@ -4,15 +4,19 @@ Each augmented version's prediction is cropped from its square canvas (30x30 in 
 task (inverse dihedral transform, then inverse colour map), and counted. Answers are ranked by
 (votes, mean sigmoid(q_halt)); pass@K counts a task solved when every one of its test inputs has
 its true answer among the top K (HRM), or credits each test input on its own (TRM's partial
-credit). Votes come from one checkpoint only: they never accumulate across checkpoints.
+credit). Votes come from one checkpoint (`hrm evaluate`'s model) unless a recipe asks for TRM's
+pooled voting (`pooled_voting: true`): then the training keeps one table for every evaluation it
+makes and saves it (`Votes.arrays`) with its checkpoints and model.pt.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 import numpy as np
 
+from hrm.data.puzzles import stream
 from hrm.data.puzzles.arc import COLOR_OFFSET, COLORS, invert_answer
 
 COLOR_MAX = COLOR_OFFSET + COLORS - 1      # token of colour 9
@@ -57,10 +61,60 @@ class Votes:
         entry[0] += 1
         entry[1] += confidence
 
+    def merge(self, other: Votes) -> None:
+        """Add `other`'s votes (TRM's pooling across evaluations)."""
+        for where, answers in other.tally.items():
+            mine = self.tally[where]
+            for key, (count, confidence, grid) in answers.items():
+                entry = mine.setdefault(key, [0, 0.0, grid])
+                entry[0] += count
+                entry[1] += confidence
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The table as plain arrays (a checkpoint holds tensors only): one row per distinct answer."""
+        rows = [(t, i, n, c, g) for (t, i), answers in self.tally.items() for n, c, g in answers.values()]
+        side = max((max(g.shape) for *_, g in rows), default=0)
+        grids = np.zeros((len(rows), side, side), np.uint8)
+        for r, (*_, g) in enumerate(rows):
+            grids[r, :g.shape[0], :g.shape[1]] = g
+        return {"where": np.array([(t, i) for t, i, *_ in rows], np.int64).reshape(-1, 2),
+                "count": np.array([n for _, _, n, _, _ in rows], np.int64),
+                "confidence": np.array([c for *_, c, _ in rows], np.float64),
+                "shape": np.array([g.shape for *_, g in rows], np.int64).reshape(-1, 2), "grids": grids}
+
+    @classmethod
+    def from_arrays(cls, a: dict[str, Any]) -> Votes:
+        votes = cls()
+        for (t, i), n, c, (h, w), g in zip(np.asarray(a["where"]), np.asarray(a["count"]),
+                                           np.asarray(a["confidence"]), np.asarray(a["shape"]), np.asarray(a["grids"])):
+            grid = np.ascontiguousarray(g[:h, :w])
+            votes.tally[(int(t), int(i))][bytes(grid.shape) + grid.tobytes()] = [int(n), float(c), grid]
+        return votes
+
     def ranked(self, task: int, test_index: int) -> list[np.ndarray]:
         """Distinct answers, most votes first; ties broken by the higher mean confidence."""
         answers = self.tally.get((task, test_index), {}).values()
         return [a[2] for a in sorted(answers, key=lambda a: (a[0], a[1] / a[0]), reverse=True)]
+
+
+def arc_votes(data: stream.PuzzleData, segments: list[int]) -> tuple[dict[int, Votes], dict[int, Votes], Any]:
+    """Per segment count: the votes of every version, the one view of the unaugmented task alone
+    (what the model answers without voting), and the `each` callback of `score_puzzles` that fills both."""
+    assert data.augmentations is not None
+    votes, single = {m: Votes() for m in segments}, {m: Votes() for m in segments}
+    task_of, test_index, ids = stream.example_tasks(data)
+    identity = np.arange(len(data.augmentations[0]) - 1)
+
+    def each(m: int, idx: np.ndarray, pred: Any, conf: Any) -> None:
+        pred_np, conf_np = pred.cpu().numpy().astype(np.uint8), conf.cpu().numpy()
+        for j, e in enumerate(idx):
+            aug = data.augmentations[ids[e]]
+            vote = (int(task_of[e]), int(test_index[e]), pred_np[j], int(aug[0]), aug[1:], float(conf_np[j]))
+            votes[m].add(*vote)
+            if aug[0] == 0 and np.array_equal(aug[1:], identity):
+                single[m].add(*vote)
+
+    return votes, single, each
 
 
 def arc_scores(votes: Votes, answers: list[list[np.ndarray]]) -> dict[str, float]:

@@ -35,6 +35,7 @@ from hrm.data.puzzles import stream
 from hrm.distributed import Ranks
 from hrm.errors import HrmError, NumericalError
 from hrm.evaluate.puzzle_pass import score_puzzles
+from hrm.evaluate.voting import Votes, arc_votes
 from hrm.losses import act_loss
 from hrm.models.act import ActState, act_step, initial_state
 from hrm.models.hrm import Carry
@@ -46,6 +47,7 @@ from hrm.train.ema import EMA
 from hrm.train.run import Run
 
 log = logging.getLogger("hrm")
+POOL = "pooled_votes_"        # checkpoint keys of the pooled vote table
 
 
 def warmup_constant(step: int, peak: float, warmup: int) -> float:
@@ -84,6 +86,8 @@ class PuzzleRun(Run):
         # Bringing losses to the host is a sync: every batch on the CPU (free), every log interval on a GPU.
         self.check_every = 1 if self.device.type == "cpu" else self.runtime.log_every_steps
         self.autocast = autocast(self.device, self.runtime.precision)
+        # TRM's pooled voting: one vote table over every evaluation of the run (hrm.evaluate.voting).
+        self.pool = Votes() if r.pooled_voting and data.tasks is not None else None
 
     # ---- exact resume: the ACT carry and the exploration RNG (the stream is a function of seed and position)
     def extra_state(self) -> dict[str, Any]:
@@ -93,9 +97,18 @@ class PuzzleRun(Run):
             extra |= {"act_z_h": g(a.carry.z_h), "act_z_l": g(a.carry.z_l), "act_steps": g(a.steps),
                       "act_halted": g(a.halted), "act_inputs": g(a.inputs), "act_labels": g(a.labels),
                       "act_puzzle_ids": g(a.puzzle_ids)}
+        extra |= self.pool_state()
         return {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in extra.items()}
 
+    def pool_state(self) -> dict[str, torch.Tensor]:
+        if self.pool is None:
+            return {}
+        return {POOL + k: torch.from_numpy(v) for k, v in self.pool.arrays().items()}
+
     def load_extra(self, extra: dict[str, Any]) -> None:
+        if self.pool is not None and POOL + "count" in extra:
+            self.pool = Votes.from_arrays({k.removeprefix(POOL): v.numpy() for k, v in extra.items()
+                                           if k.startswith(POOL)})
         if "act_rng" in extra:
             self.gen.set_state(extra["act_rng"])
         if self.ema is not None:
@@ -250,9 +263,12 @@ class PuzzleRun(Run):
         """Exact accuracy of the test set at M_max (no voting), a history row, a checkpoint."""
         s, m_max = self.state, self.exp.model.halt_max_steps
         t0 = self.elapsed()
+        votes, _, each = arc_votes(self.data, [m_max]) if self.pool is not None else ({}, {}, None)
         with self.averaged():
             scores = score_puzzles(self.model, self.data.test, self.recipe.eval_batch_size, self.device,
-                                   self.autocast, (m_max,))[m_max]
+                                   self.autocast, (m_max,), each)[m_max]
+        if self.pool is not None:
+            self.pool.merge(votes[m_max])
         s.history.append({"step": s.step, "batch": self.batches_done,
                           "epoch": s.epoch + s.offset / max(1, len(self.stream.order)),
                           "train_loss": float(np.mean(s.step_losses[-self.eval_every:])),
@@ -271,6 +287,13 @@ class PuzzleRun(Run):
     def write_outputs(self, monitor: Any) -> None:
         with self.averaged():                  # model.pt holds what was evaluated
             super().write_outputs(monitor)
+
+    def model_extra(self) -> dict[str, Any]:
+        """model.pt also holds the pooled votes, for `hrm evaluate` (with the evaluations they pool)."""
+        if self.pool is None:
+            return {}
+        return {"pooled_votes": {k.removeprefix(POOL): v for k, v in self.pool_state().items()},
+                "pooled_evaluations": len(self.state.history)}
 
     def metrics(self, best: dict[str, Any]) -> dict[str, Any]:
         done = self.batches_done

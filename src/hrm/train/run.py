@@ -143,6 +143,10 @@ class Run:
     def load_extra(self, extra: dict[str, Any]) -> None:
         pass
 
+    def model_extra(self) -> dict[str, Any]:
+        """What model.pt holds beside the weights for this trainer's evaluation."""
+        return {}
+
     def metrics(self, best: dict[str, Any]) -> dict[str, Any]:
         """The study's own metrics.json fields, given the best history row (the harness adds identity,
         accuracy, timing, GPU and provenance)."""
@@ -259,7 +263,8 @@ class Run:
             "gpu": gpu, "provenance": provenance.record(exp.params_hash(), gpu["device_name"]),
         }
         g, n = exp.group, exp.name
-        write_bytes(paths.model_file(g, n, seed), checkpoint.model_bytes(exp.as_dict(), seed, self.model))
+        write_bytes(paths.model_file(g, n, seed),
+                    checkpoint.model_bytes(exp.as_dict(), seed, self.model, self.model_extra() or None))
         write_text(paths.history_file(g, n, seed), csv_text(s.history))
         write_text(paths.steps_file(g, n, seed),
                    csv_text([{"step": i + 1, "loss": round(v, 6)} for i, v in enumerate(s.step_losses)]))
