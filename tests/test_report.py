@@ -13,14 +13,21 @@ from conftest import real_params, write_params
 
 from hrm import paths
 from hrm.cli import main
+from hrm.config import load_params
 
-PROV = {"commit": "0123456789abcdef", "dirty": False, "params_hash": "abc", "date": "2026-12-01T00:00:00+00:00",
+PROV = {"commit": "0123456789abcdef", "dirty": False, "date": "2026-12-01T00:00:00+00:00",
         "command": "python -m hrm train X --seed 0", "hardware": {"cpu": "test cpu"}}
+
+
+def _hash(name: str) -> str:
+    """The experiment's params hash now: a run that recorded another is reported stale."""
+    return load_params().experiment(name).params_hash()
 
 
 def _run(name: str, metrics: dict, evaluation: dict | None) -> None:
     paths.metrics_file("demo", name, 0).parent.mkdir(parents=True, exist_ok=True)
-    body = {"complete": True, "epochs": 5, "epochs_planned": 5, "provenance": PROV | {"command": f"hrm {name}"},
+    prov = PROV | {"command": f"hrm {name}", "params_hash": _hash(name)}
+    body = {"complete": True, "epochs": 5, "epochs_planned": 5, "provenance": prov,
             "train_acc": 0.5, "best_test_acc": 0.6, "params": 1000, "mean_seconds_per_epoch": 1.0,
             "total_seconds": 5.0} | metrics
     paths.metrics_file("demo", name, 0).write_text(json.dumps(body))
@@ -62,7 +69,7 @@ def test_demo_report_says_what_the_runs_show(project: Path) -> None:
     detail = md.split("## Detail")[1].split("## Provenance")[0]
     assert "pass@1, one view, no voting (%)" in detail and "token accuracy (%)" in detail
     assert "pass@2, voted, partial credit per test input (TRM's score) (%)" in detail
-    assert "| sudoku-demo-hrm seed 0 | test cpu | 0123456789 | abc |" in md
+    assert f"| sudoku-demo-hrm seed 0 | test cpu | 0123456789 | {_hash('sudoku-demo-hrm')} |" in md
     long = list(csv.DictReader(open(csv_path)))
     one_view = next(r for r in long if r["experiment"] == "arc-demo-hrm" and r["metric"].startswith("pass@1, one"))
     assert float(one_view["reproduced"]) == 20.0 and one_view["commit"] == "0123456789"
@@ -112,7 +119,7 @@ def _paper_run(name: str, seed: int, test_acc: float, commit: str, history: list
     path = paths.metrics_file("paper", name, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"complete": True, "epochs": 3, "epochs_planned": 3, "test_acc": test_acc,
-                                "provenance": PROV | {"commit": commit}}))
+                                "provenance": PROV | {"commit": commit, "params_hash": _hash(name)}}))
     if history:
         rows = "".join(f"{i + 1},{lr},{acc}\n" for i, (lr, acc) in enumerate(history))
         paths.history_file("paper", name, seed).write_text("epoch,lr,test_acc\n" + rows)
@@ -166,9 +173,9 @@ def test_a_run_marked_stale_is_labelled_until_it_is_retrained(project: Path, cap
     assert main(["report", "paper"]) == 0
     page = paths.audit_file("paper").read_text()
     (row,) = [ln for ln in page.splitlines() if ln.startswith("| mnist-hrm | test accuracy (%) | 98.02 |")]
-    assert row.endswith("); STALE: seed 42 computed by older code (the RMSNorm fix); retrain: "
+    assert row.endswith("); STALE: seed 42: computed by older code (the RMSNorm fix); retrain: "
                         "`dvc repro train-mnist-hrm-seed42` |"), row
-    assert "complete; stale: the RMSNorm fix" in paths.table_files("paper")[1].read_text()
+    assert "complete; stale: computed by older code (the RMSNorm fix)" in paths.table_files("paper")[1].read_text()
     lock(now)                                                        # retrained (or relocked): the mark lapses
     assert main(["report", "paper"]) == 0
     assert "STALE" not in paths.audit_file("paper").read_text()

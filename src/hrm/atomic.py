@@ -1,11 +1,14 @@
 """Atomic file and directory writes: a temporary sibling, fsync, then one rename.
 
 A crash or an exception inside the block leaves the previous file (or nothing), never a
-truncated one.
+truncated one. A process killed outright (SIGKILL, or SIGTERM outside a training) cannot clean
+up: its temporary siblings carry its PID, and the next write of the same path sweeps those whose
+process is gone (restoring a folder that was moved aside, if its replacement never arrived).
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -19,6 +22,32 @@ from hrm.errors import DiskFull
 
 def _tmp_sibling(dest: Path, tag: str) -> Path:
     return dest.with_name(f".{dest.name}.{tag}-{os.getpid()}.tmp")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:          # another user's process
+        return True
+    return True
+
+
+def sweep(dest: Path) -> None:
+    """Remove the temporary siblings of `dest` left by processes that are gone. A moved-aside old
+    folder whose replacement never arrived is put back: it is the last complete version."""
+    if not dest.parent.is_dir():
+        return
+    prefix = f".{dest.name}."
+    for leftover in dest.parent.glob(f"{glob.escape(prefix)}*-*.tmp"):
+        tag, _, pid = leftover.name[len(prefix):-len(".tmp")].rpartition("-")
+        if tag not in ("file", "dir", "old") or not pid.isdigit() or _alive(int(pid)):
+            continue
+        if tag == "old" and not (dest.exists() or dest.is_symlink()):
+            os.replace(leftover, dest)
+        else:
+            _remove(leftover)
 
 
 def _remove(path: Path) -> None:
@@ -42,8 +71,9 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _named(exc: OSError, dest: Path) -> Exception:
-    """A full disk (or quota) becomes DiskFull naming the file being written; other errors stay as they are."""
-    return DiskFull(dest) if exc.errno in DiskFull.ERRNOS else exc
+    """A full disk (or quota, or a short write: numpy's OSError without errno) becomes DiskFull naming the
+    file being written; other errors stay as they are (the CLI names them, hrm.errors.storage_error)."""
+    return DiskFull(dest) if DiskFull.matches(exc) else exc
 
 
 @contextmanager
@@ -51,6 +81,7 @@ def atomic_path(dest: Path | str) -> Iterator[Path]:
     """Yield a temporary path next to `dest`; it replaces `dest` only if the block succeeds."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    sweep(dest)
     tmp = _tmp_sibling(dest, "file")
     try:
         yield tmp
@@ -70,6 +101,7 @@ def atomic_dir(dest: Path | str) -> Iterator[Path]:
     """Yield an empty temporary directory that replaces `dest` (a directory) on success."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    sweep(dest)
     tmp = _tmp_sibling(dest, "dir")
     old = _tmp_sibling(dest, "old")
     _remove(tmp)

@@ -156,13 +156,13 @@ def _checkpoint(results: list[RunResult], exp: Experiment) -> str:
 
 
 def _stale(results: list[RunResult], exp: Experiment) -> str:
-    """'; STALE ...' when the code here would compute some of the experiment's runs differently."""
+    """'; STALE ...' when the code or the params here would make some of the experiment's runs differently."""
     stale = [r for r in results if r.exp.name == exp.name and r.stale]
     if not stale:
         return ""
     seeds = ", ".join(str(r.seed) for r in stale)
     reasons = "; ".join(sorted({r.stale for r in stale if r.stale}))
-    return (f"; STALE: seed{'s' if len(stale) > 1 else ''} {seeds} computed by older code ({reasons}); retrain: "
+    return (f"; STALE: seed{'s' if len(stale) > 1 else ''} {seeds}: {reasons}; retrain: "
             + ", ".join(f"`dvc repro {train_stage(exp, r.seed)}`" for r in stale))
 
 

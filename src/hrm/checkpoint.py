@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 
 import torch
 
+from hrm import paths
 from hrm.atomic import atomic_path
 from hrm.errors import DataError
 
@@ -58,11 +60,32 @@ def save(path: Path, state: RunState, model: torch.nn.Module, optimizer: torch.o
     torch.save({"state": asdict(state), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "torch_rng": torch.get_rng_state(), "extra": extra or {}}, buffer)
     payload = buffer.getvalue()
-    if path.exists():
+    if path.exists() and _intact(path):       # a damaged latest never replaces the good previous one
         os.replace(path, previous(path))
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         fh.write(hashlib.sha256(payload).hexdigest().encode() + b"\n")
         fh.write(payload)
+    _WRITTEN[path] = _stamp(path)
+
+
+# Checkpoints this process wrote, by (size, mtime): known intact without reading them back.
+_WRITTEN: dict[Path, tuple[int, int]] = {}
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def _intact(path: Path) -> bool:
+    if _WRITTEN.get(path) == _stamp(path):
+        return True
+    try:
+        read(path)
+    except Exception as exc:  # damaged or foreign
+        log.warning("%s: damaged (%s); keeping %s as the previous checkpoint", path, exc, previous(path).name)
+        return False
+    return True
 
 
 def read(path: Path) -> dict[str, Any]:
@@ -130,13 +153,27 @@ def read_model_file(path: Path, retrain: str) -> dict[str, Any]:
                         f"run `{retrain}` again") from None
 
 
-def load_model_file(path: Path, model: torch.nn.Module, retrain: str,
-                    payload: dict[str, Any] | None = None) -> torch.nn.Module:
-    """Weights of a run's model.pt (or of its `payload`, already read) into `model`."""
+def load_model_file(path: Path, model: torch.nn.Module, retrain: str, payload: dict[str, Any] | None = None,
+                    params_hash: str | None = None) -> torch.nn.Module:
+    """Weights of a run's model.pt (or of its `payload`, already read) into `model`; with `params_hash`,
+    refuses a file trained under other params (its own record, else its run's metrics.json)."""
     payload = read_model_file(path, retrain) if payload is None else payload
+    if params_hash is not None:
+        trained = payload.get("params_hash") or _metrics_hash(path.with_name(Path(paths.METRICS).name))
+        if trained is not None and trained != params_hash:
+            raise DataError(f"{path}: trained with params {trained}, the params are now {params_hash} (the "
+                            f"experiment, its model or recipe changed since); run `{retrain}` again")
     try:
         model.load_state_dict(payload["state_dict"])
     except Exception as exc:
         raise DataError(f"{path}: not a model file for this experiment with the current params "
                         f"({type(exc).__name__}: {str(exc)[:200]}); run `{retrain}` again") from None
     return model
+
+
+def _metrics_hash(path: Path) -> str | None:
+    """The params hash a model file's run recorded (model files written before they carried their own)."""
+    try:
+        return json.loads(path.read_text())["provenance"]["params_hash"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

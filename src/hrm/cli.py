@@ -17,7 +17,7 @@ from pathlib import Path
 from hrm import analyze, paths, stages, studies
 from hrm.config import ANALYSIS_MODELS, DEFAULT_PARAMS, GROUPS, Params, load_params
 from hrm.data.puzzles.sources import RELEASED
-from hrm.errors import ConfigError, DiskFull, HrmError
+from hrm.errors import ConfigError, HrmError, storage_error
 
 log = logging.getLogger("hrm")
 
@@ -317,9 +317,10 @@ def main(argv: list[str] | None = None) -> int:
         _pin(params, args)
         return int(args.fn(params, args))
     except OSError as exc:
-        if exc.errno not in DiskFull.ERRNOS:
+        named = storage_error(exc, "a file of this stage")
+        if named is None:
             raise
-        return _fail(args.command, DiskFull(exc.filename or "a file of this stage"))
+        return _fail(args.command, named)
     except HrmError as exc:
         return _fail(args.command, exc)
     except KeyboardInterrupt:

@@ -103,7 +103,7 @@ class RunResult:
     seed: int
     metrics: dict[str, Any] | None
     evaluation: dict[str, Any] | None
-    stale: str | None = None          # why the code here would compute it differently (hrm relock --stale)
+    stale: str | None = None          # why it is not what params.yaml and the code here would make now
 
     @property
     def name(self) -> str:
@@ -131,8 +131,21 @@ def collect(params: Params, group: str) -> list[RunResult]:
             for seed in exp.seeds:
                 metrics = _load(paths.metrics_file(group, exp.name, seed))
                 evaluation = _evaluation(paths.eval_file(group, exp.name, seed)) if metrics else None
-                out.append(RunResult(exp, seed, metrics, evaluation, stale.get(train_stage(exp, seed))))
+                mark = stale.get(train_stage(exp, seed))
+                why = [w for w in (params_changed(exp, metrics, evaluation),
+                                   mark and f"computed by older code ({mark})") if w]
+                out.append(RunResult(exp, seed, metrics, evaluation, "; ".join(why) or None))
     return out
+
+
+def params_changed(exp: Experiment, metrics: dict[str, Any] | None, evaluation: dict[str, Any] | None) -> str | None:
+    """Why a run's files do not belong to the experiment as params.yaml has it now, if they do not."""
+    now = exp.params_hash()
+    for what, record in (("trained", metrics), ("evaluated", evaluation)):
+        then = ((record or {}).get("provenance") or {}).get("params_hash")
+        if then is not None and then != now:
+            return f"{what} with params {then}, now {now}"
+    return None
 
 
 def long_rows(results: list[RunResult]) -> list[dict[str, Any]]:

@@ -163,7 +163,7 @@ def test_a_killed_rank_stops_the_run_and_the_rerun_resumes(project: Path) -> Non
 
 def test_a_run_folder_in_use_is_refused_by_every_rank(project: Path) -> None:
     """Rank 0 takes the run lock for all; when another process holds it, every rank refuses, nothing starts."""
-    from hrm.train.run import RunLock
+    from hrm.locks import RunLock
 
     setup_run(project, epochs=1, batch_size=64)
     set_processes(project, 2)

@@ -79,7 +79,7 @@ def subject(params: Params, name: str, seed: int, trained: bool = True) -> Subje
     model = build_model(exp.model, shape)
     if trained:
         model = checkpoint.load_model_file(paths.model_file(exp.group, name, seed), model,
-                                           f"hrm train {name} --seed {seed}")
+                                           f"hrm train {name} --seed {seed}", params_hash=exp.params_hash())
     else:
         model.init_weights(torch.Generator().manual_seed(seed))   # as training starts it
     set_precision(model, device, params.runtime.precision)

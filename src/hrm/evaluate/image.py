@@ -20,6 +20,7 @@ from hrm.data import build as built
 from hrm.evaluate import figures
 from hrm.evaluate.image_pass import Normalizer, predict
 from hrm.gpu import resolve_device
+from hrm.locks import holding_run_lock
 from hrm.models.registry import build_model
 from hrm.progress import Progress
 from hrm.speed import autocast, set_precision
@@ -37,11 +38,12 @@ def load_model(params: Params, name: str, seed: int, device: torch.device) -> to
     exp = params.experiment(name)
     model = checkpoint.load_model_file(paths.model_file(exp.group, name, seed),
                                        build_model(exp.model, studies.shape(exp.dataset)),
-                                       f"hrm train {name} --seed {seed}")
+                                       f"hrm train {name} --seed {seed}", params_hash=exp.params_hash())
     set_precision(model, device, params.runtime.precision)
     return model.to(device)
 
 
+@holding_run_lock
 def evaluate(params: Params, name: str, seed: int) -> Path:
     exp = params.experiment(name)
     device = resolve_device(params.runtime.device)

@@ -27,6 +27,7 @@ from hrm.evaluate import boards, figures
 from hrm.evaluate.puzzle_pass import predict_segments, score_puzzles
 from hrm.evaluate.voting import HEADLINE_K, Votes, arc_scores, arc_votes, submission
 from hrm.gpu import resolve_device
+from hrm.locks import holding_run_lock
 from hrm.models.registry import build_model
 from hrm.progress import Progress
 from hrm.speed import autocast, set_precision
@@ -44,7 +45,7 @@ def load_model(params: Params, name: str, seed: int, data: stream.PuzzleData,
     path, retrain = paths.model_file(exp.group, name, seed), f"hrm train {name} --seed {seed}"
     payload = checkpoint.read_model_file(path, retrain)
     model = checkpoint.load_model_file(path, build_model(exp.model, studies.shape(exp.dataset, data.num_ids)),
-                                       retrain, payload)
+                                       retrain, payload, exp.params_hash())
     precision = str(payload.get("precision") or params.runtime.precision)
     set_precision(model, device, precision)
     return model.to(device), precision, payload
@@ -62,6 +63,7 @@ def pooled_scores(payload: dict[str, Any], answers: list[list[np.ndarray]], name
             "headline_name": f"pooled pass@{HEADLINE_K} (TRM's aggregated voting over the run's {n} evaluations)"}
 
 
+@holding_run_lock
 def evaluate(params: Params, name: str, seed: int) -> Path:
     exp = params.experiment(name)
     assert isinstance(exp.recipe, PuzzleRecipe)

@@ -32,6 +32,7 @@ from hrm.data.puzzles.layout import IDENTIFIERS
 from hrm.data.puzzles.released import ORIGIN, sha256_file
 from hrm.data.puzzles.sources import RELEASED, ReleasedCheckpoint
 from hrm.errors import ConfigError, DataError
+from hrm.locks import holding_run_lock
 from hrm.models.authors import PREFIX, check_arch, hrm_name_map
 from hrm.models.registry import PuzzleHRMConfig, build_model, count_params
 
@@ -117,6 +118,7 @@ def puzzle_rows(ck: ReleasedCheckpoint, raw: Path, data: stream.PuzzleData) -> t
                                  f"{sum(n in index for n in ours)} of {len(ours)} in all"}
 
 
+@holding_run_lock
 def train(params: Params, name: str, seed: int) -> Path:
     exp = params.experiment(name)
     assert exp.released is not None
@@ -147,7 +149,8 @@ def train(params: Params, name: str, seed: int) -> Path:
                                                       "sha256": files[WEIGHTS]}}}
     g = exp.group
     write_bytes(paths.model_file(g, name, seed),
-                checkpoint.model_bytes(exp.as_dict(), seed, model, {"precision": precision, "released": released}))
+                checkpoint.model_bytes(exp.as_dict(), seed, model, {"params_hash": exp.params_hash(),
+                                                                        "precision": precision, "released": released}))
     write_text(paths.history_file(g, name, seed), "step,train_acc,test_acc\n")
     write_text(paths.steps_file(g, name, seed), "step,loss\n")
     write_json(paths.metrics_file(g, name, seed), metrics)

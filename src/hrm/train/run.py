@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import fcntl
 import io
 import logging
-import os
 import signal
 import time
 from collections.abc import Iterator
@@ -33,39 +31,9 @@ from hrm.config import Experiment, Params, Runtime
 from hrm.distributed import Ranks, group
 from hrm.errors import HrmError, Stopped
 from hrm.gpu import GpuMonitor, resolve_device, sum_over_ranks
+from hrm.locks import RunLock
 
 log = logging.getLogger("hrm")
-
-
-class RunLock:
-    """An exclusive flock on RUN_DIR/.lock holding the owner's PID; the kernel drops it if the owner dies."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / ".lock"
-        self.fd: int | None = None
-
-    def __enter__(self) -> RunLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise HrmError(f"{self.path.parent}: in use by another run (PID {holder}); wait for it to "
-                           f"finish or stop it, then run the same command again") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self.fd = fd
-        return self
-
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if self.fd is not None:
-            os.ftruncate(self.fd, 0)
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
 
 
 class StopSignals:
@@ -264,7 +232,8 @@ class Run:
         }
         g, n = exp.group, exp.name
         write_bytes(paths.model_file(g, n, seed),
-                    checkpoint.model_bytes(exp.as_dict(), seed, self.model, self.model_extra() or None))
+                    checkpoint.model_bytes(exp.as_dict(), seed, self.model,
+                                           {"params_hash": exp.params_hash(), **self.model_extra()}))
         write_text(paths.history_file(g, n, seed), csv_text(s.history))
         write_text(paths.steps_file(g, n, seed),
                    csv_text([{"step": i + 1, "loss": round(v, 6)} for i, v in enumerate(s.step_losses)]))
