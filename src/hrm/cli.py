@@ -35,7 +35,10 @@ def _seed(params: Params, name: str, seed: int) -> int:
 def cmd_download(params: Params, args: argparse.Namespace) -> int:
     module = (studies.RELEASED_MODULES["download"] if args.dataset in RELEASED
               else studies.of_dataset(args.dataset).modules["download"])
-    importlib.import_module(module).download(args.dataset, args.source)
+    if args.relock and module == studies.STUDIES["image"].modules["download"]:
+        raise ConfigError(f"download {args.dataset} --relock: the image data sets are pinned by md5 in "
+                          "hrm/data/sources.py, not by the sources lock; there is nothing to relock")
+    importlib.import_module(module).download(args.dataset, args.source, **({"relock": True} if args.relock else {}))
     return 0
 
 
@@ -238,11 +241,14 @@ def parser() -> argparse.ArgumentParser:
         sp.set_defaults(fn=fn)
         return sp
 
-    sp = add("download", cmd_download, "fetch and md5-verify a data set's raw files")
+    sp = add("download", cmd_download, "fetch a data set's raw files, verified (md5 or the sources lock)")
     sp.add_argument("dataset", help=f"one of: {', '.join(studies.ALL_DATASETS)}; or a released checkpoint: "
                     f"{', '.join(RELEASED)}")
     sp.add_argument("--from", dest="source", type=Path, default=None,
                     help="folder with verified copies (also $HRM_DATA_DIR); no network needed")
+    sp.add_argument("--relock", action="store_true",
+                    help="record this fetch's sha256 in workflow/sources.lock in place of the data set's entries "
+                         "(a source that changed on purpose); commit the lock after")
     sp = add("build", cmd_build, "turn raw files into arrays and normalisation statistics")
     sp.add_argument("dataset", help=f"one of: {', '.join(studies.ALL_DATASETS)}")
     for name, fn, text in (("fingerprint", cmd_fingerprint, "write what a run's computation gives on a fixed "

@@ -119,3 +119,22 @@ def test_a_build_killed_outright_leaves_nothing_the_next_build_keeps(project: Pa
     assert left, "the kill should have left the half-written build behind"
     assert main(["build", DATASET]) == 0
     assert not list(built.parent.glob(".*.tmp"))
+
+
+def test_a_damaged_latest_checkpoint_never_replaces_the_good_previous_one(tmp_path: Path) -> None:
+    import torch
+
+    from hrm import checkpoint
+
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    path = tmp_path / "checkpoint.pt"
+    checkpoint.save(path, checkpoint.RunState("h", epoch=1), model, opt)
+    checkpoint.save(path, checkpoint.RunState("h", epoch=2), model, opt)
+    path.write_bytes(path.read_bytes()[:100])                      # the latest damaged (a torn copy, a bad disk)
+    checkpoint._WRITTEN.clear()                                    # as a new process finds it
+    checkpoint.save(path, checkpoint.RunState("h", epoch=3), model, opt)
+    assert checkpoint.read(checkpoint.previous(path))["state"]["epoch"] == 1    # not the damaged one
+    assert checkpoint.read(path)["state"]["epoch"] == 3
+    checkpoint.save(path, checkpoint.RunState("h", epoch=4), model, opt)       # intact: rotates as before
+    assert checkpoint.read(checkpoint.previous(path))["state"]["epoch"] == 3

@@ -19,13 +19,13 @@ from pathlib import Path
 from hrm import paths
 from hrm.atomic import atomic_dir, write_json
 from hrm.data.download import CHUNK, TIMEOUT_S, local_dirs, md5_of
-from hrm.data.puzzles.download import verify_or_record
+from hrm.data.puzzles.download import ORIGIN
 from hrm.data.puzzles.sources import RELEASED, ReleasedCheckpoint
+from hrm.data.sourcelock import recording, verified, verify_or_record
 from hrm.data.sources import DATA_DIR_ENV
 from hrm.errors import DataError
 
 log = logging.getLogger("hrm")
-ORIGIN = "origin.json"
 
 
 def _local(ck: ReleasedCheckpoint, dirs: list[Path]) -> Path | None:
@@ -63,14 +63,17 @@ def _unreachable(ck: ReleasedCheckpoint, file: str, dirs: list[Path], why: str) 
             f"into FOLDER/{ck.name}/ and run `hrm download {ck.name} --from FOLDER`")
 
 
-def download(name: str, source: Path | None = None) -> Path:
+def download(name: str, source: Path | None = None, relock: bool = False) -> Path:
     """Make data/raw/NAME hold the checkpoint's files, verified; returns that folder."""
     ck = RELEASED[name]
     dirs = local_dirs(source)
     local = _local(ck, dirs)
     raw = paths.raw_dir(name)
+    if local is None and not relock and all(verified(f"{name}/{f}", raw / f) for f in ck.files):
+        log.info("%s: the copy in %s matches the lock; nothing to fetch", name, raw)
+        return raw
     origins: dict[str, str] = {}
-    with atomic_dir(raw) as tmp:
+    with recording(name, relock), atomic_dir(raw) as tmp:
         for file in ck.files + ck.optional:
             if local is not None:
                 if not (local / file).is_file():        # an optional file this copy lacks
