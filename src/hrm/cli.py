@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from hrm import analyze, paths, stages, studies
-from hrm.config import ANALYSIS_MODELS, DEFAULT_PARAMS, GROUPS, Params, load_params
+from hrm.config import ANALYSIS_MODELS, DEFAULT_PARAMS, GROUPS, SEED_LIMIT, Params, load_params
 from hrm.data.puzzles.sources import RELEASED
 from hrm.errors import ConfigError, HrmError, storage_error
 
@@ -24,8 +24,8 @@ log = logging.getLogger("hrm")
 
 def _seed(params: Params, name: str, seed: int) -> int:
     exp = params.experiment(name)
-    if seed < 0:
-        raise ConfigError(f"--seed: got {seed}; must be >= 0")
+    if not 0 <= seed < SEED_LIMIT:
+        raise ConfigError(f"--seed: got {seed}; must be >= 0 and < 2**63 (torch and numpy seed from it)")
     if seed not in exp.seeds:
         log.warning("seed %d is not in experiments.%s.seeds %s: this run is outside the DAG and its reports",
                     seed, name, list(exp.seeds))

@@ -112,6 +112,9 @@ class PuzzleRecipe:
                                default=False, ablation=True)
 
 
+SEED_LIMIT = 2**63
+
+
 @dataclass(frozen=True)
 class ExperimentSpec:
     """One named experiment: data set x model x recipe x seeds."""
@@ -121,7 +124,8 @@ class ExperimentSpec:
     dataset: str = spec("a data set name from hrm.data.sources")
     model: str = spec("a key of the models section")
     recipe: str = spec("a key of the recipes section")
-    seeds: tuple[int, ...] = spec("one run per seed", ge=0)
+    seeds: tuple[int, ...] = spec("one run per seed (a 63-bit integer: torch and numpy seed from it)", ge=0,
+                                  lt=SEED_LIMIT)
     mode: Literal["faithful", "corrected"] | None = spec(
         "image study only: reproduce the author code's quirks, or fix them (REFERENCE I.5)", default=None)
     stands_for: str | None = spec("demo only: the paper experiment this one stands in for (named in the "

@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 from hrm.errors import ConfigError
 
+FLOAT32_MAX = 3.4028234663852886e38
+
 
 def spec(doc: str, *, gt: float | None = None, ge: float | None = None, le: float | None = None,
          lt: float | None = None, default: Any = dataclasses.MISSING, ablation: bool = False) -> Any:
@@ -87,8 +89,9 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: got {type_name(value)} {value!r}; expected a number")
-        if not math.isfinite(value):
-            raise ConfigError(f"{where}: got {value!r}; expected a finite number")
+        if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
+            raise ConfigError(f"{where}: got {value!r}; expected a finite number that float32 holds "
+                              f"(|x| <= {FLOAT32_MAX:.3g}: the tensors it scales are float32)")
         return float(value)
     if tp is str:
         if not isinstance(value, str) or not value:

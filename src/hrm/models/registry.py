@@ -69,6 +69,11 @@ class BlockConfig:
     rope: Literal["interleaved", "half"] = spec("RoPE pairing: interleaved (Flax) or rotate-half (HRM)")
     rope_base: float = spec("RoPE base", gt=1)
 
+    def __post_init__(self) -> None:
+        if self.hidden % self.heads or (self.hidden // self.heads) % 2:
+            raise ConfigError(f"heads: hidden ({self.hidden}) / heads ({self.heads}) must be a whole, even head "
+                              "width (RoPE rotates pairs of channels)")
+
 
 @dataclass(frozen=True)
 class HRMCore(BlockConfig):
@@ -87,6 +92,7 @@ class HRMCore(BlockConfig):
         "choice (needs low_layers = high_layers)", default="separate", ablation=True)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.networks == "shared" and self.low_layers != self.high_layers:
             raise ConfigError(f"networks: 'shared' runs one network for both levels, so low_layers "
                               f"({self.low_layers}) must equal high_layers ({self.high_layers})")

@@ -126,24 +126,21 @@ def build_sudoku(spec: PuzzleSet, raw: Path, dest: Path) -> dict:
 
 # ------------------------------------------------------------------ mazes
 
-def maze_rows(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def maze_rows(path: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The CSV's mazes, each `size` x `size` (the data set's), answers checked to be shortest S-to-G paths."""
     qs, ans = [], []
     for line, q, a in read_csv(path):
         where = f"{path}: row {line}"
-        size = int(round(len(q) ** 0.5))
-        if size * size != len(q):
-            raise DataError(f"{where}: question has {len(q)} characters, not a square maze")
         grid = maze.parse(q, size, where + " question")
         answer = maze.parse(a, size, where + " answer", answer=True)
         differs = grid != answer
         if np.any(differs & ~((grid == maze.OPEN) & (answer == maze.PATH))):
             raise DataError(f"{where}: the answer changes cells other than open cells on the path")
+        maze.check_answer(grid, answer, where)
         qs.append(maze.tokens(grid))
         ans.append(maze.tokens(answer))
     if not qs:
         raise DataError(f"{path}: no rows")
-    if len({g.shape for g in qs}) != 1:
-        raise DataError(f"{path}: mazes of different sizes")
     return np.stack(qs), np.stack(ans)
 
 
@@ -155,7 +152,7 @@ def build_maze(spec: PuzzleSet, raw: Path, dest: Path) -> dict:
         a = np.stack([maze.tokens(m[1]) for m in made])
         splits = {"train": (q[:src.train], a[:src.train]), "test": (q[src.train:], a[src.train:])}
     else:
-        splits = {s: maze_rows(raw / f"{s}.csv") for s in ("train", "test")}
+        splits = {s: maze_rows(raw / f"{s}.csv", spec.side) for s in ("train", "test")}
     if spec.augmentations not in (0, 7):
         raise DataError(f"{spec.name}: maze augmentations must be 0 or 7 (the 8 dihedral versions)")
     counts = {}

@@ -134,6 +134,11 @@ def _load_array(path: Path, mmap: bool) -> np.ndarray:
         raise DataError(f"{path}: not a readable .npy array ({e})") from None
 
 
+def _largest(array: np.ndarray, rows: int = 1 << 16) -> int:
+    """The largest value of a memory-mapped array, read in slices (bounded memory, one pass)."""
+    return max((int(array[i:i + rows].max()) for i in range(0, len(array), rows)), default=0)
+
+
 def load_split(split_dir: Path) -> PuzzleSplit:
     """Memory-map one split and check the invariants a training run relies on."""
     try:
@@ -162,6 +167,8 @@ def load_split(split_dir: Path) -> PuzzleSplit:
          "puzzle ids outside 0..num_puzzle_identifiers-1"),
         (meta.total_examples == n and meta.total_groups == len(s.group_indices) - 1,
          "metadata totals disagree with the arrays"),
+        (_largest(s.inputs) < meta.vocab_size and _largest(s.labels) < meta.vocab_size,
+         f"a token or label outside the vocabulary 0..{meta.vocab_size - 1}"),
     ]
     for ok, what in checks:
         if not ok:

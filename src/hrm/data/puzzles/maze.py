@@ -54,6 +54,28 @@ def shortest_path(grid: np.ndarray) -> list[tuple[int, int]] | None:
     return None
 
 
+def check_answer(grid: np.ndarray, answer: np.ndarray, where: str) -> None:
+    """The answer's path cells, with S and G, must be one shortest S-to-G path of the maze."""
+    shortest = shortest_path(grid)
+    if shortest is None:
+        raise DataError(f"{where}: G cannot be reached from S")
+    marked = {tuple(int(v) for v in c) for c in np.argwhere((answer == PATH) | (grid == START) | (grid == GOAL))}
+    start = tuple(int(v) for v in np.argwhere(grid == START)[0])
+    seen, todo = {start}, [start]                # the marked cells S reaches through marked cells
+    while todo:
+        r, c = todo.pop()
+        for dr, dc in MOVES:
+            nxt = (r + dr, c + dc)
+            if nxt in marked and nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    goal = tuple(int(v) for v in np.argwhere(grid == GOAL)[0])
+    if goal not in seen or len(marked) != len(shortest):
+        raise DataError(f"{where}: the answer marks {len(marked) - 2} path cells "
+                        f"{'joining' if goal in seen else 'not joining'} S to G; a shortest path has "
+                        f"{len(shortest) - 2}")
+
+
 def _carve(size: int, rng: np.random.Generator, loops: float) -> np.ndarray:
     """Randomised depth-first maze on the odd lattice, then a few walls knocked out for loops."""
     grid = np.full((size, size), WALL)

@@ -17,6 +17,7 @@ import torch
 
 from hrm import paths
 from hrm.data.puzzles.layout import AUGMENTATIONS, PuzzleSplit, load_split, read_build_info
+from hrm.data.puzzles.sources import PUZZLES
 from hrm.errors import DataError
 from hrm.gpu import to_device
 from hrm.losses import IGNORE_LABEL
@@ -43,6 +44,11 @@ def load(name: str) -> PuzzleData:
     for field in ("seq_len", "vocab_size"):
         if getattr(train.meta, field) != getattr(test.meta, field):
             raise DataError(f"{built}: train and test disagree on {field}")
+    spec = PUZZLES.get(name)
+    if spec is not None and (train.meta.vocab_size, train.meta.seq_len) != (spec.classes, spec.seq_len):
+        raise DataError(f"{built}: vocabulary {train.meta.vocab_size} and sequence length {train.meta.seq_len}, "
+                        f"but {name} has {spec.classes} and {spec.seq_len} (built by other code); run "
+                        f"`hrm build {name}` again")
     aug, tasks = None, None
     if info.get("kind") == "arc":
         aug = np.load(built / AUGMENTATIONS, allow_pickle=False)
