@@ -127,14 +127,15 @@ def test_bad_sudoku_rows_are_named(tmp_path: Path) -> None:
 
 def test_bad_maze_rows_are_named(tmp_path: Path) -> None:
     q = "S" + " " * 7 + "G"
-    a = "Sooooooo" + "G"
+    a = "Soo" + "  o" + "  G"                     # a shortest S-to-G path
     for rows, msg in [([(q.replace("G", " "), a)], "row 2 question: 0 'G' cells"),
                       ([(q, a[:-1] + "S")], "row 2 answer: 2 'S' cells"),
-                      ([(q[:-1], a[:-1])], "not a square maze"),
-                      ([(q.replace(" ", "x"), a)], "foreign characters 'x'")]:
+                      ([(q[:-1], a[:-1])], "8 characters, a 3x3 maze needs 9"),
+                      ([(q.replace(" ", "x"), a)], "foreign characters 'x'"),
+                      ([(q, "Sooooooo" + "G")], "7 path cells joining S to G; a shortest path has 3")]:
         with pytest.raises(DataError, match=msg):
-            build.maze_rows(_csv(tmp_path, rows))
-    tokens, labels = build.maze_rows(_csv(tmp_path, [(q, a)]))
+            build.maze_rows(_csv(tmp_path, rows), 3)
+    tokens, labels = build.maze_rows(_csv(tmp_path, [(q, a)]), 3)
     assert tokens.shape == labels.shape == (1, 3, 3)
 
 

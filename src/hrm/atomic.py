@@ -8,16 +8,19 @@ process is gone (restoring a folder that was moved aside, if its replacement nev
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hrm.errors import DiskFull
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _tmp_sibling(dest: Path, tag: str) -> Path:
@@ -76,24 +79,64 @@ def _named(exc: OSError, dest: Path) -> Exception:
     return DiskFull(dest) if DiskFull.matches(exc) else exc
 
 
+# The files of the verb in progress that are written but not yet in place (`together`), by destination;
+# and the temporary folders being filled (`atomic_dir`), whose files go in at once, not staged.
+_staged: dict[Path, Path] | None = None
+_filling: set[Path] = set()
+
+
 @contextmanager
 def atomic_path(dest: Path | str) -> Iterator[Path]:
-    """Yield a temporary path next to `dest`; it replaces `dest` only if the block succeeds."""
+    """Yield a temporary path next to `dest`; it replaces `dest` only if the block succeeds (and, inside
+    `together`, only once the whole verb has succeeded)."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     sweep(dest)
     tmp = _tmp_sibling(dest, "file")
+    kept = False
     try:
         yield tmp
         if tmp.exists():
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-        _fsync_dir(dest.parent)
+        if _staged is not None and _filling.isdisjoint(dest.parents):
+            _staged[dest], kept = tmp, True
+        else:
+            os.replace(tmp, dest)
+            _fsync_dir(dest.parent)
     except OSError as exc:
         raise _named(exc, dest) from None
     finally:
-        _remove(tmp)
+        if not kept:
+            _remove(tmp)
+
+
+def together(verb: F) -> F:
+    """Publish every file `verb` writes through atomic_path at once, when it returns: a verb that fails
+    or is killed leaves its outputs all old, never half old and half new (its temporary files are
+    swept by the next write). Nested calls join the outer one."""
+    @functools.wraps(verb)
+    def publishing(*args: Any, **kwargs: Any) -> Any:
+        global _staged
+        if _staged is not None:
+            return verb(*args, **kwargs)
+        _staged = {}
+        try:
+            result = verb(*args, **kwargs)
+            for dest, tmp in _staged.items():       # the renames, back to back
+                try:
+                    os.replace(tmp, dest)
+                except OSError as exc:
+                    raise _named(exc, dest) from None
+            for folder in {dest.parent for dest in _staged}:
+                _fsync_dir(folder)
+            return result
+        finally:
+            for tmp in _staged.values():
+                _remove(tmp)
+            _staged = None
+
+    return publishing  # type: ignore[return-value]
 
 
 @contextmanager
@@ -106,6 +149,7 @@ def atomic_dir(dest: Path | str) -> Iterator[Path]:
     old = _tmp_sibling(dest, "old")
     _remove(tmp)
     tmp.mkdir()
+    _filling.add(tmp)
     try:
         yield tmp
         if dest.exists() or dest.is_symlink():
@@ -115,6 +159,7 @@ def atomic_dir(dest: Path | str) -> Iterator[Path]:
     except OSError as exc:
         raise _named(exc, dest) from None
     finally:
+        _filling.discard(tmp)
         _remove(tmp)
         _remove(old)
 

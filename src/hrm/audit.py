@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hrm import ablations, paths, stages, studies
-from hrm.atomic import write_text
+from hrm.atomic import together, write_text
 from hrm.config import Experiment, Params
 from hrm.data.puzzles.sources import RELEASED
 from hrm.lockfile import train_stage
@@ -292,6 +292,7 @@ def write_audit(params: Params, group: str) -> Path:
     return out
 
 
+@together
 def publish(params: Params, group: str) -> list[Path]:
     """`hrm report GROUP`: the tables (hrm.report), the analyses table and figures (hrm.ablations), then
     the group's README (the audit, for paper)."""

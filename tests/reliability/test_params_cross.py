@@ -30,7 +30,8 @@ def test_cross_field_and_range_rules_are_checked_on_load(project: Path, capsys: 
     assert message in err and len(err.splitlines()) == 1, err
 
 
-def test_a_seed_beyond_64_bits_on_the_command_line_is_refused(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_seed_beyond_64_bits_on_the_command_line_is_refused(project: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "digits-tiny", "--seed", str(2**64)]) == 2
     assert "--seed: got 18446744073709551616; must be >= 0 and < 2**63" in capsys.readouterr().err
 

@@ -138,3 +138,23 @@ def test_a_damaged_latest_checkpoint_never_replaces_the_good_previous_one(tmp_pa
     assert checkpoint.read(path)["state"]["epoch"] == 3
     checkpoint.save(path, checkpoint.RunState("h", epoch=4), model, opt)       # intact: rotates as before
     assert checkpoint.read(checkpoint.previous(path))["state"]["epoch"] == 3
+
+
+def test_an_evaluation_that_fails_half_way_leaves_its_outputs_all_old(project: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from hrm.evaluate import figures
+
+    setup_run(project, epochs=1)
+    assert main(["train", EXPERIMENT, "--seed", str(SEED)]) == 0 and main(["evaluate", EXPERIMENT, "--seed",
+                                                                            str(SEED)]) == 0
+    run = paths.run_dir("demo", EXPERIMENT, SEED)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+
+    def broken(*args, **kwargs):  # noqa: ANN002, ANN003
+        raise OSError(5, "Input/output error")       # a figure that cannot be drawn, after eval.json was written
+
+    monkeypatch.setattr(figures, "confusion_matrix", broken)
+    with pytest.raises(OSError):
+        main(["evaluate", EXPERIMENT, "--seed", str(SEED)])
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"} == before
+    assert not list(project.rglob("*.tmp"))

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from hrm import checkpoint, paths, provenance, studies
-from hrm.atomic import write_json
+from hrm.atomic import together, write_json
 from hrm.config import Params
 from hrm.data import build as built
 from hrm.evaluate import figures
@@ -44,6 +44,7 @@ def load_model(params: Params, name: str, seed: int, device: torch.device) -> to
 
 
 @holding_run_lock
+@together
 def evaluate(params: Params, name: str, seed: int) -> Path:
     exp = params.experiment(name)
     device = resolve_device(params.runtime.device)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from hrm import checkpoint, paths, provenance, studies
-from hrm.atomic import write_json
+from hrm.atomic import together, write_json
 from hrm.config import Experiment, Params, PuzzleRecipe
 from hrm.data.puzzles import stream
 from hrm.errors import DataError
@@ -64,6 +64,7 @@ def pooled_scores(payload: dict[str, Any], answers: list[list[np.ndarray]], name
 
 
 @holding_run_lock
+@together
 def evaluate(params: Params, name: str, seed: int) -> Path:
     exp = params.experiment(name)
     assert isinstance(exp.recipe, PuzzleRecipe)

@@ -25,7 +25,7 @@ import torch
 import yaml
 
 from hrm import checkpoint, paths, provenance, studies
-from hrm.atomic import write_bytes, write_json, write_text
+from hrm.atomic import together, write_bytes, write_json, write_text
 from hrm.config import Params
 from hrm.data.puzzles import stream
 from hrm.data.puzzles.layout import IDENTIFIERS
@@ -119,6 +119,7 @@ def puzzle_rows(ck: ReleasedCheckpoint, raw: Path, data: stream.PuzzleData) -> t
 
 
 @holding_run_lock
+@together
 def train(params: Params, name: str, seed: int) -> Path:
     exp = params.experiment(name)
     assert exp.released is not None

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from hrm import checkpoint, paths, provenance
-from hrm.atomic import write_bytes, write_json, write_text
+from hrm.atomic import together, write_bytes, write_json, write_text
 from hrm.config import Experiment, Params, Runtime
 from hrm.distributed import Ranks, group
 from hrm.errors import HrmError, Stopped
@@ -214,6 +214,7 @@ class Run:
                        f"saved to {self.ckpt}; resume with `python -m hrm train {self.exp.name} --seed {self.seed}`",
                        self.stop.received)
 
+    @together
     def write_outputs(self, monitor: GpuMonitor) -> None:
         exp, s, seed = self.exp, self.state, self.seed
         gpu = sum_over_ranks(self.ranks.objects(monitor.facts()))
