@@ -72,13 +72,18 @@ def test_a_disk_that_fills_during_a_rebuild_keeps_the_old_build(project: Path, m
 
 def test_a_read_only_results_folder_is_one_line(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     setup_run(project, epochs=1)
-    with small_disk(project / "results", 1024, read_only=True) as mounted:
+    results = project / "results"
+    with small_disk(results, 4096) as mounted:
         if not mounted:
-            pytest.skip("this machine does not allow mounting a read-only tmpfs")
-        capsys.readouterr()
-        assert main(["train", EXPERIMENT, "--seed", str(SEED)]) == 4
-        line = _one_error_line(capsys.readouterr().err, "train")
-        assert "cannot write here (Read-only file system)" in line
+            pytest.skip("this machine does not allow mounting a tmpfs")
+        assert main(["train", EXPERIMENT, "--seed", str(SEED)]) == 0
+        subprocess.run(["mount", "-o", "remount,ro", str(results)], check=True)
+        for argv in (["train", EXPERIMENT, "--seed", str(SEED)], ["evaluate", EXPERIMENT, "--seed", str(SEED)],
+                     ["report", "demo"]):
+            capsys.readouterr()
+            assert main(argv) == 4, argv
+            line = _one_error_line(capsys.readouterr().err, argv[0])
+            assert "cannot write here (Read-only file system)" in line, line
 
 
 def _dead_pid() -> int:
