@@ -21,9 +21,14 @@ from hrm.losses import IGNORE_LABEL
 
 @torch.no_grad()
 def predict_segments(model: torch.nn.Module, split: PuzzleSplit, idx: np.ndarray, puzzle_of: np.ndarray,
-                     device: torch.device, autocast: AbstractContextManager, wanted: set[int]
-                     ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """For each wanted segment count m: (m, argmax tokens, sigmoid(q_halt), labels) of examples `idx`."""
+                     device: torch.device, autocast: AbstractContextManager, wanted: set[int],
+                     pad_to: int | None = None) -> Iterator[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """For each wanted segment count m: (m, argmax tokens, sigmoid(q_halt), labels) of examples `idx`.
+    `pad_to`: run a short batch at this size (its last example repeated; rows are independent), so a
+    compiled model sees one batch shape and the last batch costs no recompilation."""
+    rows = len(idx)
+    if pad_to is not None and rows < pad_to:
+        idx = np.concatenate([idx, np.repeat(idx[-1:], pad_to - rows)])
     x, y, pid = stream.tensors(split, idx, puzzle_of, device)
     carry = model.initial_carry(*x.shape)
     for m in range(1, max(wanted) + 1):
@@ -31,7 +36,7 @@ def predict_segments(model: torch.nn.Module, split: PuzzleSplit, idx: np.ndarray
             out = model.segment(carry, x, pid)
         carry = out.carry
         if m in wanted:
-            yield m, out.logits.argmax(-1), torch.sigmoid(out.q_halt.float()), y
+            yield m, out.logits[:rows].argmax(-1), torch.sigmoid(out.q_halt[:rows].float()), y[:rows]
 
 
 # Sees each scored batch: (segments, example indices, predicted tokens, confidences), on the device.
@@ -52,7 +57,7 @@ def score_puzzles(model: torch.nn.Module, split: PuzzleSplit, batch: int, device
     tokens_total, n = 0, len(split.inputs)
     for start in range(0, n, batch):
         idx = np.arange(start, min(n, start + batch))
-        for m, pred, conf, y in predict_segments(model, split, idx, puzzle_of, device, autocast, wanted):
+        for m, pred, conf, y in predict_segments(model, split, idx, puzzle_of, device, autocast, wanted, batch):
             valid = y != IGNORE_LABEL
             right = (pred == y) & valid
             exact[m] += int((right.sum(-1) == valid.sum(-1)).sum())

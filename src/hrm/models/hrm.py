@@ -162,7 +162,9 @@ class ImageHRM(nn.Module):
 
     def initial_carry(self, batch: int) -> Carry:
         d = self.carry_dtype
-        return Carry(_as(self.z0_h.expand(batch, -1, -1), d), _as(self.z0_l.expand(batch, -1, -1), d))
+        # Contiguous, as every later carry is: a stride-0 view would be one more compiled graph (a guard).
+        return Carry(_as(self.z0_h.expand(batch, -1, -1), d).contiguous(),
+                     _as(self.z0_l.expand(batch, -1, -1), d).contiguous())
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         b, ch, h, w = images.shape
@@ -242,7 +244,8 @@ class PuzzleHRM(nn.Module):
 
     def initial_carry(self, batch: int, seq_len: int) -> Carry:
         shape = (batch, seq_len + self.prefix, self.c.hidden)
-        return Carry(_as(self.z0_h.expand(shape), self.carry_dtype), _as(self.z0_l.expand(shape), self.carry_dtype))
+        return Carry(_as(self.z0_h.expand(shape), self.carry_dtype).contiguous(),
+                     _as(self.z0_l.expand(shape), self.carry_dtype).contiguous())
 
     def embed(self, inputs: torch.Tensor, puzzle_ids: torch.Tensor) -> tuple[torch.Tensor, PuzzleRows | None]:
         rows, touched = self.puzzle(puzzle_ids)
