@@ -92,8 +92,13 @@ def bench_train(params: Params, name: str, steps: int = 20, warmup: int = 3, syn
     device, runtime, batch = run.device, params.runtime, exp.recipe.batch_size
     feed = run.batches()
     with attention(runtime.attention):
-        for _ in range(warmup):                  # compilation, autotuning, allocator warm-up
+        first = None
+        for i in range(warmup):                  # compilation, autotuning, allocator warm-up
+            t0 = time.perf_counter()
             run.train_batch(next(feed))
+            if i == 0:
+                synchronize(device)
+                first = time.perf_counter() - t0    # the first step: compilation's cost (target < 60 s)
         synchronize(device)
         with GpuMonitor(device, runtime.nvml_interval_s) as monitor:
             start = time.perf_counter()
@@ -114,7 +119,7 @@ def bench_train(params: Params, name: str, steps: int = 20, warmup: int = 3, syn
         "data": "built" if real else "synthetic (random, same shape)",
         "step": "one training batch" + (f" ({exp.model.train_segments} optimizer updates)"
                                         if hasattr(exp.model, "train_segments") else " (one optimizer update)"),
-        "steps": steps, "warmup_steps": warmup,
+        "steps": steps, "warmup_steps": warmup, "first_step_seconds": first,
         "seconds_per_step": seconds, "samples_per_second": batch / seconds, "tokens_per_second": tokens / seconds,
         "steps_per_epoch": per_epoch, "seconds_per_epoch": per_epoch * seconds if per_epoch else None,
         "flops_per_step": step_flops, "tflops": tflops, "peak_tflops": peak, "mfu": tflops / peak if peak else None,
