@@ -9,7 +9,7 @@ TORCH  := torch==2.14.1 torchvision==0.29.1
 
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install demo analyses test lint cifar-cnn clean-demo gpu-check
+.PHONY: install demo analyses test lint cifar-cnn clean-demo gpu-check plots
 
 install: $(STAMP)
 
@@ -37,9 +37,31 @@ analyses: $(STAMP)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH snakemake --cores 2 --prioritize $(ANALYSES_FIRST) -- analyses
 	@echo "tables: results/analyses/tables/analyses.md   figures: results/analyses/figures/"
 
+# The DVC plots page, offline: DVC's page loads Vega from a CDN (blank without network), so `make plots`
+# renders with a template that inlines the same releases from their npm packages (fetched here, like any
+# dependency; never committed).
+PLOTS_PAGE := $(VENV)/share/hrm/plots-offline.html
+VEGA       := vega@5.20.2 vega-lite@5.2.0 vega-embed@6.18.2
+$(PLOTS_PAGE): workflow/plots/page.html workflow/plots/page.py | $(STAMP)
+	rm -rf $(VENV)/share/hrm/npm && mkdir -p $(VENV)/share/hrm/npm
+	cd $(VENV)/share/hrm/npm && npm pack --silent $(VEGA) > /dev/null && \
+		for f in *.tgz; do mkdir -p $${f%.tgz} && tar xzf $$f -C $${f%.tgz}; done
+	$(PY) workflow/plots/page.py build $(VENV)/share/hrm/npm $@
+
+plots: $(PLOTS_PAGE)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) workflow/plots/page.py show $(PLOTS_PAGE) plots
+
+# A headless Chromium for the browser test of both result pages (tests/test_pages.py); Debian's package.
+BROWSER := $(VENV)/.browser
+$(BROWSER): | $(STAMP)
+	command -v chromium-headless-shell > /dev/null || command -v chromium > /dev/null || \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium-headless-shell > /dev/null || \
+		(apt-get update -q > /dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium-headless-shell > /dev/null)
+	touch $@
+
 # Lint first (seconds), then the whole suite on the CPU, one worker per core; an idle worker takes queued tests
 # from a busy one (worksteal), and the whole-DAG run starts first (conftest.py) so that it overlaps the rest.
-test: lint
+test: lint $(PLOTS_PAGE) $(BROWSER)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pytest -q -n auto --dist worksteal
 
 # The CIFAR CNN baselines end to end (download, build, train, evaluate), then the paper table.
