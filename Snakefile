@@ -1,6 +1,6 @@
 """Snakemake front end of the HRM pipeline (scheduling; DVC does versioning and caching).
 
-The rules in workflow/rules/ take their paths from hrm.paths and their inputs from hrm.stages,
+The rules in workflow/rules/ take their paths from hrm.core.paths and their inputs from hrm.pipeline.stages,
 the same module that generates dvc.yaml. Targets: all, demo, analyses, train_cifar, train_mnist,
 train_sudoku, train_maze, train_arc, released (the authors' checkpoints, evaluated here).
 Run `snakemake --cores 4 train_cifar` (profiles/default limits gpu=1).

@@ -10,10 +10,9 @@ import torch
 from conftest import real_params
 from test_analyze import TINY_IMAGE_HRM
 
-from hrm.config import ImageRecipe, load_params, parse_params
+from hrm.core.errors import ConfigError
+from hrm.core.fields import parse_section
 from hrm.data.puzzles.sources import PUZZLES
-from hrm.errors import ConfigError
-from hrm.fields import parse_section
 from hrm.models.hrm import Carry
 from hrm.models.registry import (
     ImageHRMConfig,
@@ -23,6 +22,7 @@ from hrm.models.registry import (
     count_params,
     effective_depth,
 )
+from hrm.pipeline.config import ImageRecipe, load_params, parse_params
 from hrm.train.image import crop_flip, hrm_image_step
 
 DIGITS = Shape(classes=10, image_shape=(1, 8, 8))

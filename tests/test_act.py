@@ -9,11 +9,11 @@ import pytest
 import torch
 from test_hrm import tiny_puzzle
 
-from hrm.losses import IGNORE_LABEL, act_loss, stablemax_cross_entropy
+from hrm.core.losses import IGNORE_LABEL, act_loss, stablemax_cross_entropy
 from hrm.models.act import act_step, initial_state
 from hrm.models.hrm import Carry, Output
+from hrm.models.optim import AdamAtan2, sign_sgd_rows
 from hrm.models.registry import Shape, build_model
-from hrm.optim import AdamAtan2, sign_sgd_rows
 
 
 class ScriptedModel:

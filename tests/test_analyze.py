@@ -12,11 +12,13 @@ import torch
 from conftest import TINY_RECIPE, tiny_params, write_params
 from test_puzzle_train import TINY_PUZZLE_MODEL, TINY_PUZZLE_RECIPE
 
-from hrm import cli, paths, stages
+from hrm import cli
 from hrm.analyze.pr import participation_ratio, spectrum
-from hrm.config import load_params
+from hrm.core import paths
+from hrm.core.errors import ConfigError
 from hrm.data.puzzles.sources import PUZZLES, Generated, PuzzleSet
-from hrm.errors import ConfigError
+from hrm.pipeline import stages
+from hrm.pipeline.config import load_params
 
 TINY_IMAGE_HRM = {"kind": "hrm-image", "hidden": 16, "heads": 2, "mlp_inner": 32, "mlp": "geglu", "norm_gain": True,
                   "norm_eps": 1e-6, "rope": "interleaved", "rope_base": 10000, "low_layers": 1, "high_layers": 1,
@@ -140,10 +142,10 @@ def test_analyses_are_stages_with_their_own_code(project: Path) -> None:
 def test_the_kinds_are_the_same_in_params_and_in_the_verb() -> None:
     import typing
 
-    from hrm import analyze
-    from hrm.config import ANALYSIS_MODELS, Analysis
+    from hrm.pipeline import studies
+    from hrm.pipeline.config import ANALYSIS_MODELS, Analysis
 
-    assert set(typing.get_args(Analysis)) == set(ANALYSIS_MODELS) == set(analyze.KINDS)
+    assert set(typing.get_args(Analysis)) == set(ANALYSIS_MODELS) == set(studies.ANALYSES)
 
 
 def test_an_analysis_the_model_cannot_have_is_refused(project: Path) -> None:

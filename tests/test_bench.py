@@ -12,12 +12,12 @@ from conftest import real_params, tiny_params, write_params
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from hrm import flops, paths
-from hrm.bench import check
+from hrm.bench import check, flops
 from hrm.bench.memory import bench_memory
 from hrm.bench.train import synthetic_images, synthetic_puzzles
 from hrm.cli import main
-from hrm.config import load_params
+from hrm.core import paths
+from hrm.pipeline.config import load_params
 from hrm.train.fingerprint import make_run
 
 

@@ -12,8 +12,9 @@ import torch
 from conftest import tiny_params, write_params
 from test_puzzle_train import TINY_PUZZLE_MODEL, TINY_PUZZLE_RECIPE
 
-from hrm import cli, speed
+from hrm import cli
 from hrm.data.puzzles.sources import PUZZLES, Generated, PuzzleSet
+from hrm.runtime import speed
 
 
 @pytest.fixture

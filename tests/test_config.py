@@ -11,8 +11,8 @@ import yaml
 from conftest import REPO, real_params, write_params
 
 from hrm.cli import main
-from hrm.config import load_params, parse_params
-from hrm.errors import ConfigError
+from hrm.core.errors import ConfigError
+from hrm.pipeline.config import load_params, parse_params
 
 
 def test_committed_params_are_valid() -> None:
@@ -121,7 +121,7 @@ def test_params_hash_tracks_hyperparameters_not_seeds() -> None:
 
     assert replace(base, seeds=(1, 2)).params_hash() == base.params_hash()
     assert replace(base, recipe=replace(base.recipe, lr=1e-3)).params_hash() != base.params_hash()
-    # The number of processes changes float summation order, not the run (hrm.distributed): same hash,
+    # The number of processes changes float summation order, not the run (hrm.runtime.distributed): same hash,
     # though the model.pt's experiment record says how it was trained.
     spread = replace(base, processes=8, nodes=2)
     assert spread.params_hash() == base.params_hash() and spread.world == 16

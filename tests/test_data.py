@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from cifar_fixture import make_cifar
 
-from hrm import paths
 from hrm.cli import main
+from hrm.core import paths
+from hrm.core.errors import DataError
 from hrm.data import sources
 from hrm.data.build import build, load, statistics
 from hrm.data.download import download, md5_of
 from hrm.data.formats import IDX_IMAGES_MAGIC, read_cifar, read_idx
-from hrm.errors import DataError
 
 # ------------------------------------------------------------------ MNIST (real files)
 

@@ -11,12 +11,14 @@ import pytest
 import torch
 from conftest import real_params, tiny_params, write_params
 
-from hrm import checkpoint, cli, paths, studies
-from hrm.config import load_params
+from hrm import cli
+from hrm.core import checkpoint, paths
 from hrm.data.puzzles import stream
 from hrm.data.puzzles.sources import PUZZLES
 from hrm.evaluate.puzzle_pass import score_puzzles
 from hrm.models.registry import build_model
+from hrm.pipeline import studies
+from hrm.pipeline.config import load_params
 
 BUDGET = 100          # optimizer steps: about 30 s on one CPU thread
 

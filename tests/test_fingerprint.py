@@ -17,11 +17,13 @@ from conftest import REPO, tiny_params, write_params
 from test_puzzle_train import TINY_PUZZLE_MODEL, TINY_PUZZLE_RECIPE
 from test_trm import TRM_MODEL, TRM_RECIPE
 
-from hrm import cli, paths, stages
-from hrm.config import load_params
+from hrm import cli
+from hrm.bench.relock import differences, rounding_only
+from hrm.core import paths
 from hrm.data.puzzles.sources import PUZZLES, Generated, PuzzleSet
-from hrm.lockfile import explain, stale_marks
-from hrm.relock import differences, rounding_only
+from hrm.pipeline import stages
+from hrm.pipeline.config import load_params
+from hrm.pipeline.lockfile import explain, stale_marks
 from hrm.train import fingerprint as fp
 
 EXPERIMENTS = {
@@ -136,8 +138,8 @@ def _patch_ema(mp: pytest.MonkeyPatch) -> None:
 
 def _patch_cosmetic(mp: pytest.MonkeyPatch) -> None:
     """A refactor that cannot change a number: the progress bar and the provenance record differ."""
-    import hrm.progress as progress
-    import hrm.provenance as provenance
+    import hrm.core.progress as progress
+    import hrm.core.provenance as provenance
     mp.setattr(progress.Progress, "advance", lambda self, n, note="": None)
     mp.setattr(provenance, "record", lambda *a, **k: {"refactored": True})
 

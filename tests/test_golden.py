@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from hrm import studies
-from hrm.checkpoint import RunState
-from hrm.config import load_params
-from hrm.losses import act_loss
+from hrm.core.checkpoint import RunState
+from hrm.core.losses import act_loss
 from hrm.models.act import act_step, initial_state
 from hrm.models.authors import name_map
+from hrm.models.optim import adamw
 from hrm.models.registry import PuzzleHRMConfig, Shape, TRMConfig, build_model
-from hrm.optim import adamw
+from hrm.pipeline import studies
+from hrm.pipeline.config import load_params
 from hrm.train.image import StepContext, hrm_image_step, make_schedule
 
 FIXTURES = Path(os.environ.get("HRM_TEST_FIXTURES", Path(__file__).resolve().parents[2] / "shared/fixtures/reference"))

@@ -1,5 +1,5 @@
 """GPU jobs side by side on one machine, tested on the CPU with a faked GPU count: each job takes free
-GPUs (a lock per GPU, hrm.launch.pin) and Snakemake runs as many GPU jobs at once as there are GPUs."""
+GPUs (a lock per GPU, hrm.runtime.launch.pin) and Snakemake runs as many GPU jobs at once as there are GPUs."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 from conftest import REPO, tiny_params, workflow_project
 
 BIN = Path(sys.executable).parent
-HOLD = ("import sys; from hrm.launch import pin; print(','.join(pin(int(sys.argv[1]), int(sys.argv[2]))), flush=True); "
-        "sys.stdin.read()")
+HOLD = ("import sys; from hrm.runtime.launch import pin; "
+        "print(','.join(pin(int(sys.argv[1]), int(sys.argv[2]))), flush=True); sys.stdin.read()")
 
 
 def holder(k: int, total: int, env: dict[str, str]) -> subprocess.Popen:
@@ -91,7 +91,7 @@ def test_snakemake_runs_one_training_per_gpu(tmp_path: Path) -> None:
 
 
 def test_gpu_figures_of_a_run_are_summed_over_its_ranks() -> None:
-    from hrm.gpu import sum_over_ranks
+    from hrm.core.gpu import sum_over_ranks
 
     rank = {"device_name": "NVIDIA H200", "nvml_peak_memory_used_mib": 1000.0, "nvml_mean_utilization_pct": 80.0,
             "energy_joules": 50.0, "energy_source": "nvmlDeviceGetTotalEnergyConsumption",

@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 from conftest import REPO
 
-from hrm import studies
-from hrm.config import load_params
 from hrm.models.hrm import ImageHRM
 from hrm.models.layers import Rotary, apply_rope
 from hrm.models.registry import ImageHRMConfig, PuzzleHRMConfig, Shape, build_model, count_params
+from hrm.pipeline import studies
+from hrm.pipeline.config import load_params
 
 PARAMS = load_params(REPO / "params.yaml")
 

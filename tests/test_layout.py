@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hrm import stages
+from hrm.pipeline import stages
 
 PACKAGE = stages.SRC / "hrm"
 LAYERS = ("data", "models", "train", "evaluate")
@@ -72,8 +72,8 @@ def test_no_module_imports_another_modules_private_names() -> None:
 
 
 def test_the_study_is_decided_in_one_table() -> None:
-    """Outside the data layer and hrm.studies, nothing asks a data-set table which study it is in."""
-    allowed = {"studies.py", "bench/build.py"}
+    """Outside the data layer and hrm.pipeline.studies, nothing asks a data-set table which study it is in."""
+    allowed = {"pipeline/studies.py", "bench/build.py"}
     bad = []
     for path in PACKAGE.rglob("*.py"):
         rel = path.relative_to(PACKAGE)
@@ -97,3 +97,27 @@ def test_a_layer_violation_is_caught(tmp_path: Path, monkeypatch: pytest.MonkeyP
         assert "hrm.models.registry" in stages._imports("hrm.data.probe")
     finally:
         stages._imports.cache_clear()
+
+
+# The folders as floors, the ground first: a module imports only from its own folder or from a lower floor.
+FLOORS = {"core": 0, "data": 1, "models": 1, "pipeline": 2, "runtime": 3, "evaluate": 4, "train": 5,
+          "analyze": 6, "report": 6, "bench": 7}
+
+
+def folder(module: str) -> str | None:
+    """The folder of src/hrm a module lives in (None: a loose top-level module, or the package itself)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and (PACKAGE / parts[1]).is_dir()) else None
+
+
+def test_every_folder_is_on_a_floor_and_few_modules_are_loose() -> None:
+    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    assert folders == set(FLOORS), f"give each folder of src/hrm its floor in FLOORS: {folders ^ set(FLOORS)}"
+    loose = sorted(p.name for p in PACKAGE.glob("*.py") if p.name not in ("__init__.py", "__main__.py"))
+    assert len(loose) <= 6, loose
+
+
+def test_the_folders_import_downwards_only() -> None:
+    bad = [(m, n) for m in MODULES for n in stages._imports(m, named=False)
+           if folder(m) and folder(n) and folder(m) != folder(n) and FLOORS[folder(n)] >= FLOORS[folder(m)]]
+    assert not bad, f"imports across or up the floors {FLOORS}: {bad}"

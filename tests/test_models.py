@@ -8,12 +8,12 @@ import pytest
 import torch
 from conftest import REPO
 
-from hrm import studies
-from hrm.config import load_params
 from hrm.data.puzzles.sources import PUZZLES
 from hrm.models.init import lecun_normal_, trunc_normal_
+from hrm.models.optim import lr_at
 from hrm.models.registry import build_model, count_params
-from hrm.optim import lr_at
+from hrm.pipeline import studies
+from hrm.pipeline.config import load_params
 
 PARAMS = load_params(REPO / "params.yaml")
 

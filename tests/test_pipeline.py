@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, tiny_params, write_params
 
-from hrm import paths
 from hrm.cli import main
+from hrm.core import paths
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
@@ -51,8 +51,8 @@ def test_snakemake_then_dvc_run_the_whole_dag(tmp_path: Path, monkeypatch: pytes
     root = _scratch(tmp_path)
     monkeypatch.chdir(root)
     assert main(["dvc-yaml"]) == 0
-    from hrm import stages
-    from hrm.config import load_params
+    from hrm.pipeline import stages
+    from hrm.pipeline.config import load_params
 
     expected = stages.outputs(stages.stage_table(load_params()))
 
@@ -158,7 +158,7 @@ def _shared_cache(root: Path, git: list[str]) -> None:
 
 
 EVAL_ONLY = "src/hrm/evaluate/figures.py"
-REFACTOR = "src/hrm/progress.py"             # imported by training; changes no number
+REFACTOR = "src/hrm/core/progress.py"             # imported by training; changes no number
 PAPER_RUN = ("paper", "digits-paper", 3)
 TRAIN = "train-digits-paper-seed3"
 FINGERPRINT = "fingerprint-digits-paper-seed3"
@@ -178,7 +178,7 @@ def _fingerprints(root: Path) -> None:
     assert FINGERPRINT in ran and not [r for r in ran if r.startswith("train-")], ran
     assert _changed(root) == {}
 
-    optim = root / "src/hrm/optim.py"
+    optim = root / "src/hrm/models/optim.py"
     original = optim.read_text()
     optim.write_text(original.replace("return peak * step / warmup", "return peak * (step + 1) / warmup"))
     _run([dvc, "repro", "--single-item", FINGERPRINT], root)

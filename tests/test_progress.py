@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from hrm import progress
-from hrm.progress import Progress
+from hrm.core import progress
+from hrm.core.progress import Progress
 
 
 class Clock:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hrm import provenance
+from hrm.core import provenance
 
 
 def _git(repo: Path, *args: str) -> str:

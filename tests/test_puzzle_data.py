@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hrm.core.errors import DataError
 from hrm.data.puzzles import arc, build, sudoku
 from hrm.data.puzzles.build_arc import build_arc
 from hrm.data.puzzles.layout import load_split
-from hrm.errors import DataError
 from hrm.evaluate import voting
 from hrm.evaluate.voting import Votes, arc_scores
 
@@ -161,7 +161,7 @@ def test_votes_rank_by_count_then_confidence_and_score_both_ways() -> None:
 def test_stablemax_gradient_is_finite_where_its_branches_meet() -> None:
     import torch
 
-    from hrm.losses import stablemax_cross_entropy
+    from hrm.core.losses import stablemax_cross_entropy
     logits = torch.tensor([[[1.0, 0.0, -1.0]]], requires_grad=True)     # x = 1: 1/(1-x) would be 1/0
     stablemax_cross_entropy(logits, torch.tensor([[0]])).sum().backward()
     assert torch.isfinite(logits.grad).all()

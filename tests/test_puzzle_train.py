@@ -11,7 +11,8 @@ import pytest
 import torch
 from conftest import tiny_params, write_params
 
-from hrm import cli, paths
+from hrm import cli
+from hrm.core import paths
 from hrm.data.puzzles import stream as pdata
 from hrm.data.puzzles.sources import PUZZLES, Generated, PuzzleSet
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from hrm.core.errors import DataError
 from hrm.data.puzzles import arc, dihedral, maze, sudoku
-from hrm.errors import DataError
 from hrm.evaluate import voting
 
 

@@ -20,11 +20,12 @@ import yaml
 from conftest import REPO, tiny_params, write_params
 from test_puzzle_train import TINY_PUZZLE_RECIPE
 
-from hrm import cli, paths
+from hrm import cli
+from hrm.core import paths
+from hrm.core.errors import ConfigError, DataError
 from hrm.data.puzzles.download import LOCK
 from hrm.data.puzzles.layout import IDENTIFIERS
 from hrm.data.puzzles.sources import PUZZLES, RELEASED, Generated, PuzzleSet, ReleasedCheckpoint
-from hrm.errors import ConfigError, DataError
 from hrm.evaluate.voting import COLOR_OFFSET, crop
 from hrm.models.act import act_step, initial_state
 from hrm.models.authors import check_arch

@@ -11,9 +11,9 @@ import pytest
 import yaml
 from conftest import real_params, write_params
 
-from hrm import paths
 from hrm.cli import main
-from hrm.config import load_params
+from hrm.core import paths
+from hrm.pipeline.config import load_params
 
 PROV = {"commit": "0123456789abcdef", "dirty": False, "date": "2026-12-01T00:00:00+00:00",
         "command": "python -m hrm train X --seed 0", "hardware": {"cpu": "test cpu"}}
@@ -93,7 +93,7 @@ def test_several_seeds_get_mean_sd_and_range_beside_the_paper(project: Path) -> 
 
 
 def test_audit_page_places_every_paper_number(project: Path) -> None:
-    from hrm.paper import PAPER
+    from hrm.report.paper import PAPER
 
     write_params(project, real_params())
     path = paths.metrics_file("paper", "mnist-hrm", 42)

@@ -11,12 +11,12 @@ import torch
 import yaml
 from conftest import REPO, real_params
 
-from hrm import speed
 from hrm.bench import check
 from hrm.cli import main
-from hrm.config import load_params
 from hrm.models.hrm import ImageHRM
 from hrm.models.registry import Shape
+from hrm.pipeline.config import load_params
+from hrm.runtime import speed
 
 
 @pytest.fixture
@@ -88,6 +88,6 @@ def test_an_ablation_switch_at_its_default_keeps_existing_runs_valid() -> None:
     assert exp.model.gradient == "one-step" and exp.params_hash() == recorded["provenance"]["params_hash"]
     raw = real_params()
     raw["models"]["hrm-mnist"]["gradient"] = "bptt"
-    from hrm.config import parse_params
+    from hrm.pipeline.config import parse_params
 
     assert parse_params(raw, Path("x")).experiment("mnist-hrm").params_hash() != exp.params_hash()

@@ -14,9 +14,9 @@ import torch
 import yaml
 from conftest import REPO, real_params, write_params
 
-from hrm import stages
 from hrm.cli import main
-from hrm.config import load_params
+from hrm.pipeline import stages
+from hrm.pipeline.config import load_params
 
 BIN = Path(sys.executable).parent
 
@@ -133,7 +133,7 @@ def test_only_jobs_that_hold_a_gpu_count_against_the_gpu_limit() -> None:
     none does, so `--cores 2` runs two demo jobs at once, one thread each, and a CPU paper run takes
     every core. With GPUs (faked: --config gpus=2) each holds one and takes a free one (--gpu-slots).
     On a cluster (the SLURM profile's gpu_nodes=true) every such job asks SLURM through `gres`, and
-    the local `gpu` counter stays 0 (hrm.launch; tests/test_cluster.py reads the sbatch flags)."""
+    the local `gpu` counter stays 0 (hrm.runtime.launch; tests/test_cluster.py reads the sbatch flags)."""
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: every train/evaluate job holds a GPU")
     gpu_rules = {"train", "evaluate", "evaluate_puzzle"}

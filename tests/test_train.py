@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from hrm import checkpoint, paths
 from hrm.cli import main
-from hrm.config import load_params
+from hrm.core import checkpoint, paths
+from hrm.pipeline.config import load_params
 from hrm.train import image as train
 
 

@@ -14,13 +14,14 @@ import pytest
 import torch
 from conftest import REPO, tiny_params, write_params
 
-from hrm import checkpoint, cli, paths
-from hrm.config import load_params
+from hrm import cli
+from hrm.core import checkpoint, paths
+from hrm.core.errors import ConfigError
+from hrm.core.losses import act_loss
 from hrm.data.puzzles.sources import PUZZLES, Generated, PuzzleSet
-from hrm.errors import ConfigError
-from hrm.losses import act_loss
 from hrm.models.act import act_step, initial_state
 from hrm.models.registry import PuzzleHRMConfig, Shape, TRMConfig, build_model, count_params
+from hrm.pipeline.config import load_params
 from hrm.train.ema import EMA
 
 REFERENCE_COUNTS = {"sudoku-extreme-1k-trm-att": 6_828_034, "arc1-trm-att": 6_829_058,
@@ -48,7 +49,7 @@ def _batch(b: int = 4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 @pytest.mark.parametrize("name", REFERENCE_COUNTS)
 def test_parameter_counts_are_reference_v1s(name: str) -> None:
-    from hrm import studies
+    from hrm.pipeline import studies
 
     exp = load_params(REPO / "params.yaml").experiment(name)
     shape = studies.shape(exp.dataset)
@@ -223,7 +224,7 @@ def test_killed_trm_run_resumes_with_its_moving_average(trm_project: Path, monke
 
 def test_switch_labels_count_ema_as_on_or_off_per_model() -> None:
     """The analyses table names each run's change from its own paper setting: EMA is TRM's, not HRM's."""
-    from hrm.ablations import changes
+    from hrm.report.ablations import changes
 
     params = load_params(REPO / "params.yaml")
     assert {name: changes(params.experiment(name)) for name in (

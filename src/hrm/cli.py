@@ -14,10 +14,11 @@ import logging
 import sys
 from pathlib import Path
 
-from hrm import analyze, paths, stages, studies
-from hrm.config import ANALYSIS_MODELS, DEFAULT_PARAMS, GROUPS, SEED_LIMIT, Params, load_params
+from hrm.core import paths
+from hrm.core.errors import ConfigError, HrmError, storage_error
 from hrm.data.puzzles.sources import RELEASED
-from hrm.errors import ConfigError, HrmError, storage_error
+from hrm.pipeline import stages, studies
+from hrm.pipeline.config import ANALYSIS_MODELS, DEFAULT_PARAMS, GROUPS, SEED_LIMIT, Params, load_params
 
 log = logging.getLogger("hrm")
 
@@ -48,7 +49,7 @@ def cmd_build(params: Params, args: argparse.Namespace) -> int:
 
 
 def _run_verb(verb: str, params: Params, args: argparse.Namespace) -> int:
-    from hrm.speed import attention  # imports torch: only for the verbs that run a model
+    from hrm.runtime.speed import attention  # imports torch: only for the verbs that run a model
 
     seed = _seed(params, args.experiment, args.seed)
     exp = params.experiment(args.experiment)
@@ -58,7 +59,7 @@ def _run_verb(verb: str, params: Params, args: argparse.Namespace) -> int:
 
 
 def cmd_train(params: Params, args: argparse.Namespace) -> int:
-    from hrm import launch
+    from hrm.runtime import launch
 
     exp = params.experiment(args.experiment)
     if exp.world > 1 and not launch.launched():        # this process starts the ranks and waits for them
@@ -69,7 +70,7 @@ def cmd_train(params: Params, args: argparse.Namespace) -> int:
 
 def _pin(params: Params, args: argparse.Namespace) -> None:
     """--gpu-slots N: hold the GPUs this job uses (a training's processes, else one) among the machine's N."""
-    from hrm import launch
+    from hrm.runtime import launch
 
     if args.gpu_slots is None or launch.launched() or not getattr(args, "experiment", None):
         return                     # a rank inherits its launcher's GPUs; download, build, report use none
@@ -95,7 +96,7 @@ def cmd_fingerprint(params: Params, args: argparse.Namespace) -> int:
 
 
 def cmd_relock(params: Params, args: argparse.Namespace) -> int:
-    from hrm.relock import relock
+    from hrm.bench.relock import relock
 
     _trains(params, args.experiment, "relock")
     if args.batches < 1:
@@ -105,7 +106,7 @@ def cmd_relock(params: Params, args: argparse.Namespace) -> int:
 
 
 def cmd_status(params: Params, args: argparse.Namespace) -> int:
-    from hrm.lockfile import status
+    from hrm.pipeline.lockfile import status
 
     return status(params, args.group)
 
@@ -115,7 +116,7 @@ def cmd_evaluate(params: Params, args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(params: Params, args: argparse.Namespace) -> int:
-    from hrm.speed import attention
+    from hrm.runtime.speed import attention
 
     exp = params.experiment(args.experiment)
     if args.kind not in exp.analyses:
@@ -127,12 +128,12 @@ def cmd_analyze(params: Params, args: argparse.Namespace) -> int:
                           f"{args.experiment!r} has model kind {exp.model.kind}")
     seed = _seed(params, args.experiment, args.seed)
     with attention(params.runtime.attention):
-        analyze.run(args.kind)(params, args.experiment, seed)
+        studies.analysis(args.kind)(params, args.experiment, seed)
     return 0
 
 
 def cmd_report(params: Params, args: argparse.Namespace) -> int:
-    from hrm.audit import publish
+    from hrm.report.audit import publish
 
     publish(params, args.group)
     return 0
@@ -217,7 +218,7 @@ def cmd_dvc_yaml(params: Params, args: argparse.Namespace) -> int:
             return 1
         print(f"{stages.DVC_YAML} is up to date ({len(stages.stage_table(params))} stages)")
         return 0
-    from hrm.atomic import write_text
+    from hrm.core.atomic import write_text
 
     write_text(stages.DVC_YAML, text)
     print(f"wrote {stages.DVC_YAML} ({len(stages.stage_table(params))} stages)")
@@ -270,8 +271,8 @@ def parser() -> argparse.ArgumentParser:
              "data) or not here (pull or retrain)")
     sp.add_argument("--group", choices=GROUPS, default=None, help="only this group's stages")
     sp = add("analyze", cmd_analyze, "analyse a trained run: " + "; ".join(
-        f"{k}: {v[1]}" for k, v in analyze.KINDS.items()))
-    sp.add_argument("kind", choices=list(analyze.KINDS))
+        f"{k}: {v[1]}" for k, v in studies.ANALYSES.items()))
+    sp.add_argument("kind", choices=list(studies.ANALYSES))
     sp.add_argument("experiment", help="a key of the experiments section")
     sp.add_argument("--seed", type=int, required=True, help="one of the experiment's seeds")
     sp = add("report", cmd_report, "write the paper-vs-reproduced tables of a group")
@@ -309,11 +310,11 @@ def _fail(command: str, exc: HrmError) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hrm import progress, provenance
+    from hrm.core import progress, provenance
 
     argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
-    args.argv = list(argv)            # what torchrun's ranks rerun (hrm.launch)
+    args.argv = list(argv)            # what torchrun's ranks rerun (hrm.runtime.launch)
     provenance.set_command(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")

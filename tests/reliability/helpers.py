@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from conftest import tiny_params, write_params
 
-from hrm import paths
 from hrm.cli import main
+from hrm.core import paths
 
 EXPERIMENT, SEED, GROUP = "digits-tiny", 0, "demo"
 BIN = Path(sys.executable).parent

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from conftest import real_params, write_params
 
-from hrm import paths
 from hrm.cli import main
+from hrm.core import paths
 from hrm.data.puzzles import layout, maze
 
 MAZE = ("#####"

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from helpers import setup_run
 
-from hrm import stages
 from hrm.cli import main
-from hrm.config import load_params
+from hrm.pipeline import stages
+from hrm.pipeline.config import load_params
 
 
 class FullDisk:

@@ -19,8 +19,8 @@ import yaml
 from conftest import write_params
 from helpers import GROUP, PUZZLE_EXPERIMENT, SEED, Training, setup_puzzle_run, setup_run, train_cmd
 
-from hrm import paths
 from hrm.cli import main
+from hrm.core import paths
 
 pytestmark = pytest.mark.slow
 IMAGE = "digits-tiny"
@@ -163,7 +163,7 @@ def test_a_killed_rank_stops_the_run_and_the_rerun_resumes(project: Path) -> Non
 
 def test_a_run_folder_in_use_is_refused_by_every_rank(project: Path) -> None:
     """Rank 0 takes the run lock for all; when another process holds it, every rank refuses, nothing starts."""
-    from hrm.locks import RunLock
+    from hrm.core.locks import RunLock
 
     setup_run(project, epochs=1, batch_size=64)
     set_processes(project, 2)

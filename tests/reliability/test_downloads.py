@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from hrm import paths
 from hrm.cli import main
+from hrm.core import paths
 from hrm.data.puzzles import download as pdownload
 from hrm.data.sourcelock import LOCK
 

@@ -15,12 +15,12 @@ import pytest
 import torch
 from helpers import EXPERIMENT, GROUP, SEED, Training, clear_outputs, outcome, same, setup_run, train_cmd
 
-from hrm import checkpoint, paths
-from hrm.atomic import write_json
 from hrm.cli import main
-from hrm.config import load_params
-from hrm.errors import DiskFull
-from hrm.locks import RunLock
+from hrm.core import checkpoint, paths
+from hrm.core.atomic import write_json
+from hrm.core.errors import DiskFull
+from hrm.core.locks import RunLock
+from hrm.pipeline.config import load_params
 from hrm.train import image as train
 
 CKPT = paths.checkpoint_file(GROUP, EXPERIMENT, SEED)
@@ -221,7 +221,7 @@ def test_no_gpu_is_a_clear_error(project: Path, capsys: pytest.CaptureFixture[st
 def test_no_nvml_gives_null_fields(monkeypatch: pytest.MonkeyPatch) -> None:
     import pynvml
 
-    from hrm import gpu
+    from hrm.core import gpu
 
     for name, value in (("reset_peak_memory_stats", None), ("get_device_name", "Fake GPU"),
                         ("max_memory_allocated", 3 << 20), ("max_memory_reserved", 4 << 20)):

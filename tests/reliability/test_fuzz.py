@@ -22,12 +22,12 @@ from conftest import real_params
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hrm import paths
 from hrm.cli import main
+from hrm.core import paths
+from hrm.core.errors import DataError
 from hrm.data.build import load
 from hrm.data.formats import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, read_cifar, read_idx
 from hrm.data.sources import CIFAR_LAYOUT
-from hrm.errors import DataError
 
 # HRM_FUZZ_EXAMPLES raises the count for a longer local hunt; CI runs 120 per input kind.
 FUZZ = settings(max_examples=int(os.environ.get("HRM_FUZZ_EXAMPLES", 120)), deadline=None, derandomize=True,
@@ -216,8 +216,8 @@ def test_fuzzed_built_data(built_digits: Path, victim: str, how: str, blob: byte
 @FUZZ
 @given(blob=st.binary(max_size=400), cut=st.floats(0, 0.99))
 def test_fuzzed_model_file(built_digits: Path, blob: bytes, cut: float) -> None:
-    from hrm.config import load_params
     from hrm.evaluate.image import load_model
+    from hrm.pipeline.config import load_params
 
     model_path = paths.model_file("demo", "digits-tiny", 0)
     model_path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,10 +13,10 @@ import torch
 import yaml
 from helpers import EXPERIMENT, GROUP, SEED, setup_run
 
-from hrm import paths
 from hrm.cli import main
-from hrm.config import load_params
-from hrm.locks import RunLock
+from hrm.core import paths
+from hrm.core.locks import RunLock
+from hrm.pipeline.config import load_params
 
 RUN = ["--seed", str(SEED)]
 

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from helpers import EXPERIMENT, SEED, setup_run
 
-from hrm import paths
-from hrm.atomic import sweep, write_text
 from hrm.cli import main
+from hrm.core import paths
+from hrm.core.atomic import sweep, write_text
 from hrm.data.puzzles import layout
 
 DATASET = "sudoku-demo"            # its build is ~420 KB: a 600 KB disk holds one build, not two
@@ -129,7 +129,7 @@ def test_a_build_killed_outright_leaves_nothing_the_next_build_keeps(project: Pa
 def test_a_damaged_latest_checkpoint_never_replaces_the_good_previous_one(tmp_path: Path) -> None:
     import torch
 
-    from hrm import checkpoint
+    from hrm.core import checkpoint
 
     model = torch.nn.Linear(2, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

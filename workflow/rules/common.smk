@@ -4,17 +4,18 @@ import re
 
 from snakemake.exceptions import WorkflowError
 
-from hrm import paths, stages, studies
-from hrm.analyze import KINDS as ANALYSIS_KINDS
-from hrm.config import load_params
-from hrm.gpu import count as gpu_count, jobs_use_gpu
+from hrm.core import paths
+from hrm.pipeline import stages, studies
+from hrm.pipeline.studies import ANALYSES as ANALYSIS_KINDS
+from hrm.pipeline.config import load_params
+from hrm.core.gpu import count as gpu_count, jobs_use_gpu
 
 PARAMS = load_params()
 TABLE = stages.stage_table(PARAMS)
 # GPUs. On SLURM (the profile's config gpu_nodes=true) the jobs run on GPU nodes, which SLURM hands out.
 # On one machine the GPU count is `--config gpus=N`, else what NVML sees: at most that many GPU jobs run
 # at once (the `gpu` resource's limit, unless --resources gpu=K is given), and each job takes free GPUs
-# for itself with `hrm --gpu-slots N` (hrm.launch.pin: CUDA_VISIBLE_DEVICES). JOB_GPUS: whether
+# for itself with `hrm --gpu-slots N` (hrm.runtime.launch.pin: CUDA_VISIBLE_DEVICES). JOB_GPUS: whether
 # train/evaluate jobs hold GPUs at all (runtime.device, and GPUs here or on the nodes).
 SLURM = bool(config.get("gpu_nodes", False))
 try:

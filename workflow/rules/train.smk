@@ -46,7 +46,7 @@ rule train:
 
 
 # A training over several nodes (experiments.X.nodes > 1; SLURM only): one task per node, each of
-# which runs torchrun for its GPUs (hrm.launch). `mpi` makes the SLURM executor run the command as
+# which runs torchrun for its GPUs (hrm.runtime.launch). `mpi` makes the SLURM executor run the command as
 # it is (srun inside); tasks = nodes; tasks_per_gpu 0 keeps it from asking for a task per GPU.
 rule train_nodes:
     input:

@@ -10,12 +10,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from hrm import checkpoint, paths, studies
-from hrm.config import Experiment, Params
-from hrm.gpu import resolve_device
+from hrm.core import checkpoint, paths
+from hrm.core.gpu import resolve_device
 from hrm.models.hrm import Carry
 from hrm.models.registry import build_model
-from hrm.speed import autocast, set_precision
+from hrm.pipeline import studies
+from hrm.pipeline.config import Experiment, Params
+from hrm.runtime.speed import autocast, set_precision
 
 
 @dataclass

@@ -22,11 +22,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from hrm import paths, provenance  # noqa: E402
 from hrm.analyze.load import Subject, subject  # noqa: E402
-from hrm.atomic import write_json  # noqa: E402
-from hrm.config import Params  # noqa: E402
+from hrm.core import paths, provenance  # noqa: E402
+from hrm.core.atomic import write_json  # noqa: E402
 from hrm.evaluate.figures import save  # noqa: E402
+from hrm.pipeline.config import Params  # noqa: E402
 
 log = logging.getLogger("hrm")
 MAX_VECTORS = 65_536      # token vectors per state space: N >> D keeps the estimate's bias (~D/N) small

@@ -15,10 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from hrm import paths
+from hrm.core import paths
+from hrm.core.errors import DataError
 from hrm.data.puzzles.build import build_arc_set
 from hrm.data.puzzles.sources import PUZZLES
-from hrm.errors import DataError
 
 
 def bench_build(dataset: str = "arc1", workers: int | None = None, keep: Path | None = None) -> dict:

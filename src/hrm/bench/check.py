@@ -25,13 +25,14 @@ import numpy as np
 import torch
 import yaml
 
-from hrm import paths, studies
-from hrm.atomic import write_json
-from hrm.config import parse_params
+from hrm.core import paths
+from hrm.core.atomic import write_json
+from hrm.core.errors import DataError, HrmError
+from hrm.core.gpu import GpuMonitor, synchronize
 from hrm.data import build as built
 from hrm.data.formats import read_mnist
-from hrm.errors import DataError, HrmError
-from hrm.gpu import GpuMonitor, synchronize
+from hrm.pipeline import studies
+from hrm.pipeline.config import parse_params
 
 STEPS = 4
 TOL = {"fp32": 5e-3, "bf16": 5e-2}      # relative, per loss; fp32 leaves room for TF32 convolutions
@@ -98,7 +99,7 @@ def mnist(limit: int = 1024) -> built.ImageData:
 
 def losses(params: Any, kind: str, data: Any, steps: int = STEPS) -> list[float]:
     """The training losses of `steps` batches of the tiny `kind` model under `params.runtime`."""
-    from hrm.speed import attention
+    from hrm.runtime.speed import attention
     from hrm.train.fingerprint import make_run
 
     exp = params.experiment(f"check-{kind}")
@@ -178,7 +179,7 @@ def gpu_check(params_path: Path, steps: int = 20) -> int:
                        f"(CUDA build: {torch.version.cuda}). Run it on a GPU machine.")
     from hrm.bench.memory import bench_memory
     from hrm.bench.train import bench_train
-    from hrm.config import load_params
+    from hrm.pipeline.config import load_params
 
     base = yaml.safe_load(params_path.read_text())
     seconds: dict[str, float] = {}          # per phase: is the whole check inside its 8-minute budget?

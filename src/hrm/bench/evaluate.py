@@ -15,16 +15,17 @@ import time
 
 import torch
 
-from hrm import paths, provenance, studies
-from hrm.atomic import write_json
 from hrm.bench.train import load_data
-from hrm.config import Params, PuzzleRecipe
-from hrm.errors import ConfigError
+from hrm.core import paths, provenance
+from hrm.core.atomic import write_json
+from hrm.core.errors import ConfigError
+from hrm.core.gpu import GpuMonitor, resolve_device, synchronize
 from hrm.evaluate.puzzle_pass import score_puzzles
 from hrm.evaluate.voting import arc_votes
-from hrm.gpu import GpuMonitor, resolve_device, synchronize
 from hrm.models.registry import build_model
-from hrm.speed import attention, autocast, set_precision
+from hrm.pipeline import studies
+from hrm.pipeline.config import Params, PuzzleRecipe
+from hrm.runtime.speed import attention, autocast, set_precision
 
 # Test-set sizes the papers state (REFERENCE II.4), for a projection before the set is built here.
 PUBLISHED_TEST_EXAMPLES = {"sudoku-extreme-1k": 422_786, "maze-hard-1k": 1_000}

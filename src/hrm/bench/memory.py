@@ -19,13 +19,14 @@ from typing import Any
 
 import torch
 
-from hrm import paths, provenance, studies
-from hrm.atomic import write_json
-from hrm.config import Params
-from hrm.errors import ConfigError
-from hrm.gpu import resolve_device
+from hrm.core import paths, provenance
+from hrm.core.atomic import write_json
+from hrm.core.errors import ConfigError
+from hrm.core.gpu import resolve_device
 from hrm.models.registry import HRMCore, Shape, build_model
-from hrm.speed import attention, autocast, set_precision
+from hrm.pipeline import studies
+from hrm.pipeline.config import Params
+from hrm.runtime.speed import attention, autocast, set_precision
 
 DEPTHS = (4, 8, 16, 32)
 RULES = ("one-step", "bptt")

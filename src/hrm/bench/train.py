@@ -4,7 +4,7 @@
 The step is the trainer's own (`ImageRun.train_batch`, `PuzzleRun.train_batch`), with the model,
 optimizer, precision and speed options a run would use; nothing is written. Data: the built data
 set when it is there, otherwise random data of the same shape (e.g. CIFAR before its download),
-which is what the timing needs. One JSON object comes out; the FLOPs come from `hrm.flops`.
+which is what the timing needs. One JSON object comes out; the FLOPs come from `hrm.bench.flops`.
 """
 
 from __future__ import annotations
@@ -17,15 +17,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from hrm import flops, paths, provenance, studies
-from hrm.atomic import write_json
-from hrm.config import Experiment, Params
+from hrm.bench import flops
+from hrm.core import paths, provenance
+from hrm.core.atomic import write_json
+from hrm.core.errors import DataError
+from hrm.core.gpu import GpuMonitor, synchronize
 from hrm.data import build as built
 from hrm.data.puzzles import stream
 from hrm.data.puzzles.layout import Metadata, PuzzleSplit
-from hrm.errors import DataError
-from hrm.gpu import GpuMonitor, synchronize
-from hrm.speed import attention
+from hrm.pipeline import studies
+from hrm.pipeline.config import Experiment, Params
+from hrm.runtime.speed import attention
 from hrm.train.fingerprint import make_run
 
 # Dense bf16 matmul peaks, TFLOP/s, by a substring of the device name. H100/H200: REFERENCE IV

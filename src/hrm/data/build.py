@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from hrm import paths
-from hrm.atomic import atomic_dir
+from hrm.core import paths
+from hrm.core.atomic import atomic_dir
+from hrm.core.errors import DataError
 from hrm.data.formats import Splits, read_cifar, read_digits, read_mnist
 from hrm.data.sources import DATASETS, STD_EPS, Dataset
-from hrm.errors import DataError
 
 log = logging.getLogger("hrm")
 ARRAYS = ("train_x", "train_y", "test_x", "test_y")

@@ -15,12 +15,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from hrm import paths
-from hrm.atomic import atomic_path
+from hrm.core import paths
+from hrm.core.atomic import atomic_path
+from hrm.core.errors import DataError
+from hrm.core.progress import Progress
 from hrm.data.formats import write_digits
 from hrm.data.sources import DATA_DIR_ENV, DATASETS, RemoteFile
-from hrm.errors import DataError
-from hrm.progress import Progress
 
 log = logging.getLogger("hrm")
 CHUNK = 1 << 20

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hrm.core.errors import DataError
 from hrm.data.sources import CIFAR_LAYOUT, DATASETS, DIGITS_FILE, DIGITS_SPLIT_SEED, DIGITS_TEST_FRACTION, MNIST_FILES
-from hrm.errors import DataError
 
 IDX_IMAGES_MAGIC = 2051   # 0x00000803: unsigned bytes, 3 dimensions
 IDX_LABELS_MAGIC = 2049   # 0x00000801: unsigned bytes, 1 dimension
@@ -145,7 +145,7 @@ def write_digits(raw: Path) -> Path:
     """Fetch scikit-learn's embedded 8x8 digits (no network) into the raw folder."""
     from sklearn.datasets import load_digits
 
-    from hrm.atomic import atomic_path
+    from hrm.core.atomic import atomic_path
 
     digits = load_digits()
     out = raw / DIGITS_FILE

@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
-from hrm.atomic import write_json
-from hrm.errors import DataError
+from hrm.core.atomic import write_json
+from hrm.core.errors import DataError
 
 log = logging.getLogger("hrm")
 LOCK = Path("workflow/sources.lock")

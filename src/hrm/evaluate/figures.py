@@ -14,8 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from hrm.atomic import atomic_path  # noqa: E402
-from hrm.errors import DataError  # noqa: E402
+from hrm.core.atomic import atomic_path  # noqa: E402
+from hrm.core.errors import DataError  # noqa: E402
 
 MOVING_AVERAGE_STEPS = 50
 

@@ -13,17 +13,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hrm import checkpoint, paths, provenance, studies
-from hrm.atomic import together, write_json
-from hrm.config import Params
+from hrm.core import checkpoint, paths, provenance
+from hrm.core.atomic import together, write_json
+from hrm.core.gpu import resolve_device
+from hrm.core.locks import holding_run_lock
+from hrm.core.progress import Progress
 from hrm.data import build as built
 from hrm.evaluate import figures
 from hrm.evaluate.image_pass import Normalizer, predict
-from hrm.gpu import resolve_device
-from hrm.locks import holding_run_lock
 from hrm.models.registry import build_model
-from hrm.progress import Progress
-from hrm.speed import autocast, set_precision
+from hrm.pipeline import studies
+from hrm.pipeline.config import Params
+from hrm.runtime.speed import autocast, set_precision
 
 log = logging.getLogger("hrm")
 MISCLASSIFIED_KEPT = 32   # the study's error grid shows 32 images

@@ -18,19 +18,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from hrm import checkpoint, paths, provenance, studies
-from hrm.atomic import together, write_json
-from hrm.config import Experiment, Params, PuzzleRecipe
+from hrm.core import checkpoint, paths, provenance
+from hrm.core.atomic import together, write_json
+from hrm.core.errors import DataError
+from hrm.core.gpu import resolve_device
+from hrm.core.locks import holding_run_lock
+from hrm.core.progress import Progress
 from hrm.data.puzzles import stream
-from hrm.errors import DataError
 from hrm.evaluate import boards, figures
 from hrm.evaluate.puzzle_pass import predict_segments, score_puzzles
 from hrm.evaluate.voting import HEADLINE_K, Votes, arc_scores, arc_votes, submission
-from hrm.gpu import resolve_device
-from hrm.locks import holding_run_lock
 from hrm.models.registry import build_model
-from hrm.progress import Progress
-from hrm.speed import autocast, set_precision
+from hrm.pipeline import studies
+from hrm.pipeline.config import Experiment, Params, PuzzleRecipe
+from hrm.runtime.speed import autocast, set_precision
 
 log = logging.getLogger("hrm")
 FAILED_KEPT = 32

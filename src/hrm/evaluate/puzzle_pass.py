@@ -14,9 +14,9 @@ from contextlib import AbstractContextManager
 import numpy as np
 import torch
 
+from hrm.core.losses import IGNORE_LABEL
 from hrm.data.puzzles import stream
 from hrm.data.puzzles.layout import PuzzleSplit
-from hrm.losses import IGNORE_LABEL
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from hrm.gpu import to_device
+from hrm.core.gpu import to_device
 from hrm.models.hrm import Carry, Output, PuzzleHRM
 
 
@@ -53,7 +53,7 @@ def act_step(model: PuzzleHRM, state: ActState, inputs: torch.Tensor, labels: to
              puzzle_ids: torch.Tensor, generator: torch.Generator | None = None,
              share: tuple[int, slice] | None = None) -> tuple[ActState, ActOutput]:
     """One segment for every row; rows halted last time are reset onto the new batch's examples.
-    `share` = (global batch, these rows) when this process holds a slice of the batch (hrm.distributed):
+    `share` = (global batch, these rows) when this process holds a slice of the batch (hrm.runtime.distributed):
     the exploration draws are made for the global batch and sliced, so every rank's generator stays in step."""
     c = model.c
     fresh = model.initial_carry(*inputs.shape)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from hrm.errors import ConfigError
+from hrm.core.errors import ConfigError
 from hrm.models.registry import PuzzleHRMConfig
 
 PREFIX = "_orig_mod.model."           # torch.compile's wrapper, then the loss head

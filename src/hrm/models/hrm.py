@@ -5,7 +5,7 @@ low and one high update with gradient (the one-step gradient). The carry is deta
 segments and starts from fixed random states that are buffers, not parameters. With
 `gradient: bptt` (an ablation) all N*T updates are differentiated instead.
 
-`carry_dtype` (set by `hrm.speed.set_precision`) is None for a carry in the inputs' dtype (fp32),
+`carry_dtype` (set by `hrm.runtime.speed.set_precision`) is None for a carry in the inputs' dtype (fp32),
 or bf16 for the HRM authors' numerics, where the initial states and the injection are cast too.
 """
 
@@ -197,7 +197,7 @@ class PuzzleEmbedding(nn.Module):
     """Per-puzzle prefix vectors: a zero-initialised fp32 table outside the parameters.
 
     In training, the rows of a batch are copied into a leaf tensor that receives the gradient; it
-    comes back in `Output.puzzle_rows`, and `hrm.optim.sign_sgd_rows` updates only those table rows.
+    comes back in `Output.puzzle_rows`, and `hrm.models.optim.sign_sgd_rows` updates only those table rows.
     """
 
     def __init__(self, num_ids: int, dim: int) -> None:

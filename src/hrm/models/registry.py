@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from hrm.errors import ConfigError
-from hrm.fields import spec
+from hrm.core.errors import ConfigError
+from hrm.core.fields import spec
 
 if TYPE_CHECKING:
     from torch import nn

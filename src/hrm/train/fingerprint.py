@@ -41,9 +41,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from hrm import paths
-from hrm.atomic import write_text
-from hrm.config import Experiment, Params
+from hrm.core import paths
+from hrm.core.atomic import write_text
+from hrm.pipeline.config import Experiment, Params
 from hrm.train.run import Run
 
 PROBE_BATCHES = 4       # training steps replayed, in the run's own batch order

@@ -6,7 +6,7 @@ code). The test set is evaluated after every epoch, where a checkpoint is writte
 on SIGTERM/SIGINT). What one batch does: `classifier_step` (CNN) or `hrm_image_step` (deep
 supervision, an update after each segment), with the author code's quirks in faithful mode (I.5).
 Lock, signals, OOM, checkpoint and output files: `hrm.train.run`. With several processes each rank
-takes its rows of every batch (hrm.distributed), BatchNorm statistics span the global batch, and
+takes its rows of every batch (hrm.runtime.distributed), BatchNorm statistics span the global batch, and
 the gradients are summed over the ranks before the clip.
 """
 
@@ -23,18 +23,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hrm import studies
-from hrm.checkpoint import RunState
-from hrm.config import Experiment, ImageRecipe, Params
+from hrm.core.checkpoint import RunState
+from hrm.core.errors import NumericalError
+from hrm.core.gpu import synchronize, to_device
+from hrm.core.progress import Progress
 from hrm.data import build as built
-from hrm.distributed import Ranks, sync_batchnorm
-from hrm.errors import NumericalError
 from hrm.evaluate.image_pass import Normalizer, predict
-from hrm.gpu import synchronize, to_device
+from hrm.models.optim import adamw, lr_at, set_lr
 from hrm.models.registry import build_model, count_params
-from hrm.optim import adamw, lr_at, set_lr
-from hrm.progress import Progress
-from hrm.speed import autocast, compile_model, mark_step, set_precision
+from hrm.pipeline import studies
+from hrm.pipeline.config import Experiment, ImageRecipe, Params
+from hrm.runtime.distributed import Ranks, sync_batchnorm
+from hrm.runtime.speed import autocast, compile_model, mark_step, set_precision
 from hrm.train.run import Run
 
 log = logging.getLogger("hrm")

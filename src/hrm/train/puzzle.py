@@ -12,7 +12,7 @@ and saved as model.pt. The test set is scored (exact accuracy at M_max, no votin
 The checkpoint holds the ACT carry, the exploration RNG and the stream position, so a killed run
 resumes exactly. Lock, signals, OOM, checkpoint and output files: `hrm.train.run`.
 
-With several processes (hrm.distributed) each rank holds its rows of every batch and of the ACT
+With several processes (hrm.runtime.distributed) each rank holds its rows of every batch and of the ACT
 carry; the loss is scaled by 1/global batch and the gradients summed over the ranks; the touched
 puzzle-embedding rows and their gradients are gathered from all ranks, so every rank applies the
 one process's sign-SGD update; a checkpoint holds the whole carry, whatever the number of ranks.
@@ -29,20 +29,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from hrm import studies
-from hrm.config import Experiment, Params, PuzzleRecipe
+from hrm.core.errors import HrmError, NumericalError
+from hrm.core.losses import act_loss
+from hrm.core.progress import Progress
 from hrm.data.puzzles import stream
-from hrm.distributed import Ranks
-from hrm.errors import HrmError, NumericalError
 from hrm.evaluate.puzzle_pass import score_puzzles
 from hrm.evaluate.voting import Votes, arc_votes
-from hrm.losses import act_loss
 from hrm.models.act import ActState, act_step, initial_state
 from hrm.models.hrm import Carry
+from hrm.models.optim import AdamAtan2, set_lr, sign_sgd_rows
 from hrm.models.registry import build_model, count_params
-from hrm.optim import AdamAtan2, set_lr, sign_sgd_rows
-from hrm.progress import Progress
-from hrm.speed import autocast, compile_model, cuda_graphs, mark_step, set_precision
+from hrm.pipeline import studies
+from hrm.pipeline.config import Experiment, Params, PuzzleRecipe
+from hrm.runtime.distributed import Ranks
+from hrm.runtime.speed import autocast, compile_model, cuda_graphs, mark_step, set_precision
 from hrm.train.ema import EMA
 from hrm.train.run import Run
 

@@ -24,17 +24,18 @@ import numpy as np
 import torch
 import yaml
 
-from hrm import checkpoint, paths, provenance, studies
-from hrm.atomic import together, write_bytes, write_json, write_text
-from hrm.config import Params
+from hrm.core import checkpoint, paths, provenance
+from hrm.core.atomic import together, write_bytes, write_json, write_text
+from hrm.core.errors import ConfigError, DataError
+from hrm.core.locks import holding_run_lock
 from hrm.data.puzzles import stream
 from hrm.data.puzzles.layout import IDENTIFIERS
 from hrm.data.puzzles.released import ORIGIN, sha256_file
 from hrm.data.puzzles.sources import RELEASED, ReleasedCheckpoint
-from hrm.errors import ConfigError, DataError
-from hrm.locks import holding_run_lock
 from hrm.models.authors import PREFIX, check_arch, hrm_name_map
 from hrm.models.registry import PuzzleHRMConfig, build_model, count_params
+from hrm.pipeline import studies
+from hrm.pipeline.config import Params
 
 log = logging.getLogger("hrm")
 CONFIG = "all_config.yaml"

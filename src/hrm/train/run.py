@@ -5,7 +5,7 @@ A trainer subclasses `Run` and implements `setup()` (after the state is restored
 `extra_state()` / `load_extra()` for what only it needs to resume exactly, and `metrics()`.
 `Run.execute()` does the rest: lock, resume, signals, NVML, outputs, checkpoint removal.
 
-With several processes (hrm.distributed) every rank runs the same loop on its rows of each batch;
+With several processes (hrm.runtime.distributed) every rank runs the same loop on its rows of each batch;
 rank 0 alone holds the lock and writes checkpoints and outputs; the ranks agree on a stop signal
 (`should_stop`) so that all save and leave at the same batch; NVML figures are summed over them.
 """
@@ -25,13 +25,13 @@ from typing import Any
 
 import torch
 
-from hrm import checkpoint, paths, provenance
-from hrm.atomic import together, write_bytes, write_json, write_text
-from hrm.config import Experiment, Params, Runtime
-from hrm.distributed import Ranks, group
-from hrm.errors import HrmError, Stopped
-from hrm.gpu import GpuMonitor, resolve_device, sum_over_ranks
-from hrm.locks import RunLock
+from hrm.core import checkpoint, paths, provenance
+from hrm.core.atomic import together, write_bytes, write_json, write_text
+from hrm.core.errors import HrmError, Stopped
+from hrm.core.gpu import GpuMonitor, resolve_device, sum_over_ranks
+from hrm.core.locks import RunLock
+from hrm.pipeline.config import Experiment, Params, Runtime
+from hrm.runtime.distributed import Ranks, group
 
 log = logging.getLogger("hrm")
 
@@ -132,7 +132,7 @@ class Run:
     # ---- the harness
     @classmethod
     def train(cls, params: Params, name: str, seed: int) -> Path:
-        """`hrm train` for this study, in this process or as one rank of a torchrun launch (hrm.launch);
+        """`hrm train` for this study, in this process or as one rank of a torchrun launch (hrm.runtime.launch);
         refuses (exit 2) if another process holds the run folder."""
         exp = params.experiment(name)
         with group(params.runtime.device != "cpu" and torch.cuda.is_available()) as ranks:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hrm.core.errors import DataError
 from hrm.data.puzzles import dihedral
-from hrm.errors import DataError
 
 GRID = 30                            # the largest ARC grid side, and the paper's canvas side
 COLORS = 10

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from hrm import paths
-from hrm.atomic import atomic_dir
+from hrm.core import paths
+from hrm.core.atomic import atomic_dir
+from hrm.core.errors import DataError
 from hrm.data.puzzles import arc, maze, sudoku
 from hrm.data.puzzles.build_arc import build_arc, counts_dict
 from hrm.data.puzzles.layout import BUILD_INFO, IDENTIFIERS, Metadata, write_split
 from hrm.data.puzzles.sources import PUZZLES, ArckitSubset, Generated, PuzzleSet
-from hrm.errors import DataError
 
 log = logging.getLogger("hrm")
 MAZE_VOCAB = len(maze.CHARSET) + 1

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from hrm.core.errors import DataError
+from hrm.core.progress import Progress
 from hrm.data.puzzles import arc
 from hrm.data.puzzles.layout import AUGMENTATIONS, IDENTIFIERS, Metadata, Rows, array_path, write_index
-from hrm.errors import DataError
-from hrm.progress import Progress
 
 SWAPS = (1, 3, 6, 7)       # transforms that swap height and width
 

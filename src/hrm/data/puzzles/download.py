@@ -23,13 +23,13 @@ import urllib.request
 from dataclasses import asdict
 from pathlib import Path
 
-from hrm import paths
-from hrm.atomic import atomic_dir, write_json
+from hrm.core import paths
+from hrm.core.atomic import atomic_dir, write_json
+from hrm.core.errors import DataError
 from hrm.data.download import TIMEOUT_S, local_dirs
 from hrm.data.puzzles.sources import PUZZLES, ArckitSubset, ArcSource, CsvSource, Generated
 from hrm.data.sourcelock import LOCK, recording, verified, verify_or_record
 from hrm.data.sources import DATA_DIR_ENV
-from hrm.errors import DataError
 
 log = logging.getLogger("hrm")
 ORIGIN = "origin.json"

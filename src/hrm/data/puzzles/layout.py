@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hrm.errors import DataError
+from hrm.core.errors import DataError
 
 SPLITS = ("train", "test")
 SET = "all"

@@ -9,7 +9,7 @@ from collections import deque
 
 import numpy as np
 
-from hrm.errors import DataError
+from hrm.core.errors import DataError
 
 CHARSET = "# SGo"
 WALL, OPEN, START, GOAL, PATH = CHARSET

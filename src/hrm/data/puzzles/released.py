@@ -16,14 +16,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from hrm import paths
-from hrm.atomic import atomic_dir, write_json
+from hrm.core import paths
+from hrm.core.atomic import atomic_dir, write_json
+from hrm.core.errors import DataError
 from hrm.data.download import CHUNK, TIMEOUT_S, local_dirs, md5_of
 from hrm.data.puzzles.download import ORIGIN
 from hrm.data.puzzles.sources import RELEASED, ReleasedCheckpoint
 from hrm.data.sourcelock import recording, verified, verify_or_record
 from hrm.data.sources import DATA_DIR_ENV
-from hrm.errors import DataError
 
 log = logging.getLogger("hrm")
 

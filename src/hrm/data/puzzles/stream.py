@@ -15,12 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hrm import paths
+from hrm.core import paths
+from hrm.core.errors import DataError
+from hrm.core.gpu import to_device
+from hrm.core.losses import IGNORE_LABEL
 from hrm.data.puzzles.layout import AUGMENTATIONS, PuzzleSplit, load_split, read_build_info
 from hrm.data.puzzles.sources import PUZZLES
-from hrm.errors import DataError
-from hrm.gpu import to_device
-from hrm.losses import IGNORE_LABEL
 
 
 @dataclass(frozen=True)

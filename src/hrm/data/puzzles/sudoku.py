@@ -13,7 +13,7 @@ from functools import cached_property
 
 import numpy as np
 
-from hrm.errors import DataError
+from hrm.core.errors import DataError
 
 
 @dataclass(frozen=True)

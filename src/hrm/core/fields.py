@@ -1,6 +1,6 @@
 """Typed, range-checked dataclass fields and the one parser that fills them from YAML mappings.
 
-Shared by `hrm.config` (params sections) and `hrm.models.registry` (model configs), so neither
+Shared by `hrm.pipeline.config` (params sections) and `hrm.models.registry` (model configs), so neither
 imports the other for it. Every error names the dotted key, the value and what is allowed.
 """
 
@@ -14,7 +14,7 @@ import typing
 from dataclasses import field
 from typing import Any, Literal
 
-from hrm.errors import ConfigError
+from hrm.core.errors import ConfigError
 
 FLOAT32_MAX = 3.4028234663852886e38
 

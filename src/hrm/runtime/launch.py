@@ -8,7 +8,7 @@ a training of several processes, on one node or on every node of a SLURM allocat
 * torchrun. `hrm train` of an experiment with processes x nodes > 1 starts
   `python -m torch.distributed.run ... -m hrm train ...` with the same arguments, forwards SIGTERM
   and SIGINT to it (torchrun passes them to every rank, which stop together and save), and returns
-  its exit status. Each worker sees WORLD_SIZE (`launched`) and trains as one rank (hrm.distributed).
+  its exit status. Each worker sees WORLD_SIZE (`launched`) and trains as one rank (hrm.runtime.distributed).
 
 No torch here: the launcher process only waits for torchrun.
 """
@@ -24,9 +24,9 @@ import sys
 import time
 from types import FrameType
 
-from hrm import paths
-from hrm.config import Experiment
-from hrm.errors import HrmError, Stopped
+from hrm.core import paths
+from hrm.core.errors import HrmError, Stopped
+from hrm.pipeline.config import Experiment
 
 log = logging.getLogger("hrm")
 POLL_S = 2.0                   # while every slot is taken (another checkout's jobs): look again every N s

@@ -7,7 +7,7 @@ platform rounds differently), relock checks that belief instead of taking it: it
 first batches at full size against its committed steps.csv, checks the schedule against every rate in
 its history.csv, compares the new fingerprint with the recorded one field by field, and only then
 records the new fingerprint in dvc.lock for the fingerprint and the train stage (no model.pt needed).
-Refused, it can instead mark the run stale (hrm.lockfile) so that the audit page labels it.
+Refused, it can instead mark the run stale (hrm.pipeline.lockfile) so that the audit page labels it.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from hrm import paths
-from hrm.config import Params
-from hrm.errors import DataError, HrmError
-from hrm.lockfile import locked_stages, mark_stale, recorded_fingerprint, train_stage
+from hrm.core import paths
+from hrm.core.errors import DataError, HrmError
+from hrm.pipeline.config import Params
+from hrm.pipeline.lockfile import locked_stages, mark_stale, recorded_fingerprint, train_stage
 
 ROUNDING = 1e-3          # largest relative difference `--accept` takes as rounding (the probe keeps 6 digits)
 REPLAY_ROUNDING = 1e-4   # largest loss difference over the replayed batches `--accept` takes as rounding

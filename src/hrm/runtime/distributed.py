@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from hrm.launch import launched
+from hrm.runtime.launch import launched
 
 # A rank waits this long in a collective for the others (e.g. while rank 0 writes a checkpoint)
 # before failing; a dead peer is noticed sooner, by the launcher.

@@ -2,7 +2,7 @@
 
 Every error names the dotted key, the value it got and what is allowed. Model sections are
 validated against the config class their `kind` selects in `hrm.models.registry`; which study an
-experiment belongs to comes from `hrm.studies`.
+experiment belongs to comes from `hrm.pipeline.studies`.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Any, Literal
 
 import yaml
 
-from hrm import studies
-from hrm.errors import ConfigError
-from hrm.fields import closest, identity, parse_section, spec, type_name
+from hrm.core.errors import ConfigError
+from hrm.core.fields import closest, identity, parse_section, spec, type_name
 from hrm.models.registry import MODEL_CONFIGS, ModelConfig
+from hrm.pipeline import studies
 
 DEFAULT_PARAMS = Path("params.yaml")
 # `hrm analyze` kinds (hrm.analyze) and the model kinds each applies to: both need an HRM's two states.
@@ -44,7 +44,7 @@ class Runtime:
     nvml_interval_s: float = spec("NVML sampling period, seconds", gt=0, le=10)
     log_every_steps: int = spec("training loss shown (and, on a GPU, checked: a host sync) every N batches", ge=1)
     progress_seconds: float = spec("without a terminal, a progress line every N seconds (a bar on one)", gt=0)
-    # Speed options (hrm.speed): none changes what a step computes beyond rounding; each is tested on vs off.
+    # Speed options (hrm.runtime.speed): none changes what a step computes beyond rounding; each is tested on vs off.
     precision: Literal["fp32", "bf16", "bf16-pure"] = spec(
         "CUDA numerics: fp32; bf16 autocast with fp32 weights and carry; bf16-pure = the HRM authors' (carry "
         "and initial states in bf16 too). The CPU always runs fp32")
@@ -55,7 +55,7 @@ class Runtime:
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = spec(
         "torch.compile mode; reduce-overhead replays CUDA graphs (for the small, launch-bound image models)")
     data_on_device: bool = spec("puzzle training set resident on the device (image sets always are)")
-    processes: int = spec("data-parallel processes per training run and node, one per GPU (hrm.distributed); "
+    processes: int = spec("data-parallel processes per training run and node, one per GPU (hrm.runtime.distributed); "
                           "an experiment's own `processes` overrides it. Above 1, `hrm train` launches torchrun",
                           ge=1, default=1)
 
@@ -134,7 +134,7 @@ class ExperimentSpec:
                                           "models only); a stage each", default=())
     ablations: tuple[Ablation, ...] = spec("the ablation families the report tabulates this experiment in "
                                            "(labels: they change no run)", default=())
-    # How many processes train it: the global batch and the result do not depend on them (hrm.distributed).
+    # How many processes train it: the global batch and the result do not depend on them (hrm.runtime.distributed).
     processes: int | None = spec("data-parallel processes (GPUs) per node for this experiment's training; "
                                  "default runtime.processes", ge=1, default=None)
     nodes: int = spec("nodes its training spans (SLURM: srun launches torchrun on each)", ge=1, default=1)
@@ -248,7 +248,7 @@ def _recipe_class(name: str, body: Any) -> type:
 
 def _resolve(name: str, s: ExperimentSpec, models: dict[str, ModelConfig],
              recipes: dict[str, RecipeConfig], runtime: Runtime) -> Experiment:
-    """Check one experiment against its study (from the table in hrm.studies) and resolve it."""
+    """Check one experiment against its study (from the table in hrm.pipeline.studies) and resolve it."""
     where = f"experiments.{name}"
     for key, table in (("dataset", studies.ALL_DATASETS), ("model", models), ("recipe", recipes)):
         value = getattr(s, key)

@@ -3,7 +3,7 @@
 Analyses (`hrm analyze`): the participation ratio beside the paper's, and accuracy per segment with
 the halting steps. Ablations: experiments carrying an `ablations` label are tabulated by family
 (depth, supervision, arc-augmentations, image, trm) with the setting that varies, read from their
-configs, and drawn. Numbers come from run files only; the paper's from hrm.paper. A run not yet
+configs, and drawn. Numbers come from run files only; the paper's from hrm.report.paper. A run not yet
 made is "not run"; every table of a group other than paper says "demo scale".
 """
 
@@ -21,14 +21,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import polars as pl  # noqa: E402
 
-from hrm import paths  # noqa: E402
-from hrm.atomic import atomic_dir, write_text  # noqa: E402
-from hrm.config import ABLATIONS, Experiment, Params  # noqa: E402
-from hrm.errors import DataError  # noqa: E402
+from hrm.core import paths  # noqa: E402
+from hrm.core.atomic import atomic_dir, write_text  # noqa: E402
+from hrm.core.errors import DataError  # noqa: E402
 from hrm.models.registry import effective_depth  # noqa: E402
-from hrm.paper import CLAIMS, PR_PAPER, TRM_SWITCHES  # noqa: E402
-from hrm.report import RunResult, collect, markdown_table, run_status  # noqa: E402
-from hrm.studies import ALL_DATASETS  # noqa: E402
+from hrm.pipeline.config import ABLATIONS, Experiment, Params  # noqa: E402
+from hrm.pipeline.studies import ALL_DATASETS  # noqa: E402
+from hrm.report.paper import CLAIMS, PR_PAPER, TRM_SWITCHES  # noqa: E402
+from hrm.report.tables import RunResult, collect, markdown_table, run_status  # noqa: E402
 
 TITLES = {"depth": "Depth scaling (REFERENCE II.5)", "supervision": "Deep supervision: segments trained (II.6)",
           "arc-augmentations": "ARC augmentations at build time, voting on and off (II.6)",

@@ -20,12 +20,12 @@ from typing import Any
 
 import polars as pl
 
-from hrm import paths
-from hrm.atomic import write_text
-from hrm.config import Experiment, Params
-from hrm.errors import DataError
-from hrm.lockfile import stale_marks, train_stage
-from hrm.paper import PAPER, SOURCE
+from hrm.core import paths
+from hrm.core.atomic import write_text
+from hrm.core.errors import DataError
+from hrm.pipeline.config import Experiment, Params
+from hrm.pipeline.lockfile import stale_marks, train_stage
+from hrm.report.paper import PAPER, SOURCE
 
 log = logging.getLogger("hrm")
 

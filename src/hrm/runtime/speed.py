@@ -23,8 +23,8 @@ from collections.abc import Iterator
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from hrm.config import Runtime
 from hrm.models.layers import Stack
+from hrm.pipeline.config import Runtime
 
 log = logging.getLogger("hrm")
 

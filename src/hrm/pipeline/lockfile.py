@@ -1,7 +1,7 @@
 """dvc.lock in the researcher's words: what it records for a stage, `hrm status` (what DVC would rerun,
 and whether because something changed or is not here), and the stale marks (`hrm relock --stale`) that
 label a committed run the code here would compute differently until it is retrained. No training code
-here: the report reads the marks (hrm.relock keeps runs)."""
+here: the report reads the marks (hrm.bench.relock keeps runs)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ from typing import Any
 
 import yaml
 
-from hrm import paths
-from hrm.atomic import write_json
-from hrm.config import Experiment, Params
-from hrm.errors import DataError, HrmError
-from hrm.stages import run_name, stage_table
+from hrm.core import paths
+from hrm.core.atomic import write_json
+from hrm.core.errors import DataError, HrmError
+from hrm.pipeline.config import Experiment, Params
+from hrm.pipeline.stages import run_name, stage_table
 
 LOCK = Path("dvc.lock")
 SHOWN = 6               # files named per line of `hrm status`

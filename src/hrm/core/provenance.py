@@ -46,7 +46,7 @@ def hardware(device_name: str | None = None) -> dict[str, Any]:
     import torch
 
     return {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "gpu": device_name,
-            # the GPUs this job was given (hrm.launch.pin, SLURM, or the user); null = every one
+            # the GPUs this job was given (hrm.runtime.launch.pin, SLURM, or the user); null = every one
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
             "platform": platform.platform()}

@@ -15,14 +15,27 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hrm import paths
+from hrm.core import paths
+from hrm.core.errors import ConfigError
+from hrm.core.fields import closest
 from hrm.data.puzzles.sources import PUZZLES
 from hrm.data.sources import DATASETS
-from hrm.errors import ConfigError
-from hrm.fields import closest
 from hrm.models.registry import Shape
 
 VERBS = ("download", "build", "train", "evaluate")
+# The analyses of a trained run (`hrm analyze KIND`): kind -> (module offering `analyze(params, name, seed)`,
+# what it measures); the model kinds each applies to: hrm.pipeline.config.ANALYSIS_MODELS.
+ANALYSES: dict[str, tuple[str, str]] = {
+    "pr": ("hrm.analyze.pr", "participation ratio of z_H and z_L, trained and untrained (HRM paper, II.5)"),
+    "segments": ("hrm.analyze.segments", "accuracy after each segment and the halting-step distribution (ACT)"),
+}
+
+
+def analysis(kind: str) -> Callable[..., Any]:
+    """The kind's `analyze(params, name, seed) -> Path` (imports torch only now)."""
+    return importlib.import_module(ANALYSES[kind][0]).analyze
+
+
 # The authors' released checkpoints (REFERENCE II.4b): downloaded like a data set, "trained" by an import.
 RELEASED_MODULES = {"download": "hrm.data.puzzles.released", "train": "hrm.train.released"}
 

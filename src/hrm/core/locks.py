@@ -15,8 +15,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from hrm import paths
-from hrm.errors import HrmError
+from hrm.core import paths
+from hrm.core.errors import HrmError
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from hrm.errors import HrmError
+from hrm.core.errors import HrmError
 
 log = logging.getLogger("hrm")
 MIB = 1 << 20

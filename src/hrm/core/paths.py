@@ -35,10 +35,10 @@ TABLE = "{root}/tables/{table}.{ext}"
 ANALYSIS = RUN_DIR + "/analysis/{analysis}.json"
 ANALYSIS_FIGURE = RUN_DIR + "/analysis/{analysis}.png"
 GROUP_FIGURES = "{root}/figures"
-AUDIT = "{root}/README.md"                       # the reader's audit page (hrm.audit)
+AUDIT = "{root}/README.md"                       # the reader's audit page (hrm.report.audit)
 STALE = "{root}/stale.json"                      # runs the code here would compute differently (hrm relock --stale)
 
-# GPU slots of one machine (hrm.launch): a lock file per GPU, shared by every checkout of one user, so
+# GPU slots of one machine (hrm.runtime.launch): a lock file per GPU, shared by every checkout of one user, so
 # that concurrent Snakemake jobs each hold their own GPUs. $HRM_GPU_SLOT_DIR moves it (tests do).
 def gpu_slot_dir() -> Path:
     default = Path(tempfile.gettempdir()) / f"hrm-gpu-slots-{os.getuid()}"

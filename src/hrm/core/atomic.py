@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hrm.errors import DiskFull
+from hrm.core.errors import DiskFull
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -75,7 +75,7 @@ def _fsync_dir(path: Path) -> None:
 
 def _named(exc: OSError, dest: Path) -> Exception:
     """A full disk (or quota, or a short write: numpy's OSError without errno) becomes DiskFull naming the
-    file being written; other errors stay as they are (the CLI names them, hrm.errors.storage_error)."""
+    file being written; other errors stay as they are (the CLI names them, hrm.core.errors.storage_error)."""
     return DiskFull(dest) if DiskFull.matches(exc) else exc
 
 

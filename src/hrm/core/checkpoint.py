@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
-from hrm import paths
-from hrm.atomic import atomic_path
-from hrm.errors import DataError
+from hrm.core import paths
+from hrm.core.atomic import atomic_path
+from hrm.core.errors import DataError
 
 log = logging.getLogger("hrm")
 

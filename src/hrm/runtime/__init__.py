@@ -1,0 +1,2 @@
+"""The `runtime` section applied: speed options (precision, attention, optimizer kernels, compile) and the
+processes of a run (one per GPU, torchrun, SLURM nodes)."""
