@@ -147,3 +147,19 @@ def test_pooled_votes_add_up_and_survive_the_round_trip_through_arrays() -> None
     assert {w: sorted((n, round(c, 6)) for n, c, _ in a.values()) for w, a in pooled.tally.items()} == {
         (0, 0): [(1, 0.9), (2, 0.7)], (1, 0): [(1, 0.5)]}
     assert voting.Votes.from_arrays(voting.Votes().arrays()).tally == {}
+
+
+def test_a_sudoku_board_draws_its_own_boxes() -> None:
+    """A 12x12 Sudoku of 3x4 boxes: thick lines every 3 rows and every 4 columns (not re-derived as 2x6)."""
+    import matplotlib.pyplot as plt
+
+    from hrm.evaluate import boards
+
+    grid = np.ones((12, 12), dtype=np.int64)
+    fig, ax = plt.subplots()
+    boards._sudoku(ax, grid, grid, grid, (3, 4))
+    thick = [line for line in ax.lines if line.get_linewidth() > 1]
+    rows = sorted({line.get_ydata()[0] for line in thick if line.get_ydata()[0] == line.get_ydata()[1]})
+    cols = sorted({line.get_xdata()[0] for line in thick if line.get_xdata()[0] == line.get_xdata()[1]})
+    plt.close(fig)
+    assert rows == [0, 3, 6, 9, 12] and cols == [0, 4, 8, 12]

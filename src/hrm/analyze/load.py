@@ -10,13 +10,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from hrm.core import checkpoint, paths
 from hrm.core.gpu import resolve_device
+from hrm.evaluate.load import load_run
 from hrm.models.hrm import Carry
-from hrm.models.registry import build_model
 from hrm.pipeline import studies
 from hrm.pipeline.config import Experiment, Params
-from hrm.runtime.speed import autocast, set_precision
 
 
 @dataclass
@@ -77,12 +75,6 @@ def subject(params: Params, name: str, seed: int, trained: bool = True) -> Subje
 
         data = built.load(exp.dataset)
         shape = studies.shape(exp.dataset)
-    model = build_model(exp.model, shape)
-    if trained:
-        model = checkpoint.load_model_file(paths.model_file(exp.group, name, seed), model,
-                                           f"hrm train {name} --seed {seed}", params_hash=exp.params_hash())
-    else:
-        model.init_weights(torch.Generator().manual_seed(seed))   # as training starts it
-    set_precision(model, device, params.runtime.precision)
-    model.to(device).eval()
-    return Subject(exp, model, data, device, autocast(device, params.runtime.precision))
+    run = load_run(params, exp, seed, shape, device, trained)
+    run.model.eval()
+    return Subject(exp, run.model, data, device, run.amp)

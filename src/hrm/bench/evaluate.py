@@ -25,7 +25,7 @@ from hrm.evaluate.voting import arc_votes
 from hrm.models.registry import build_model
 from hrm.pipeline import studies
 from hrm.pipeline.config import Params, PuzzleRecipe
-from hrm.runtime.speed import attention, autocast, set_precision
+from hrm.runtime.speed import apply_precision, attention
 
 # Test-set sizes the papers state (REFERENCE II.4), for a projection before the set is built here.
 PUBLISHED_TEST_EXAMPLES = {"sudoku-extreme-1k": 422_786, "maze-hard-1k": 1_000}
@@ -44,17 +44,17 @@ def bench_evaluate(params: Params, name: str, examples: int | None = None, synth
     model = build_model(exp.model, studies.shape(exp.dataset, data.num_ids))
     model.init_weights(torch.Generator().manual_seed(0))
     precision = "bf16-pure" if exp.released else params.runtime.precision    # an import runs the authors' numerics
-    set_precision(model, device, precision)
+    amp = apply_precision(model, device, precision)
     model = model.to(device)
     segments = sorted(set(exp.recipe.eval_halt_steps) | {exp.model.halt_max_steps})
     each = arc_votes(data, segments)[2] if data.tasks is not None else None
     part = data.test.head(n)
     with attention(params.runtime.attention), GpuMonitor(device, params.runtime.nvml_interval_s) as monitor:
         score_puzzles(model, data.test.head(min(n, exp.recipe.eval_batch_size)), exp.recipe.eval_batch_size,
-                      device, autocast(device, precision), segments, each)        # warm-up: kernels, allocator
+                      device, amp, segments, each)        # warm-up: kernels, allocator
         synchronize(device)
         start = time.perf_counter()
-        score_puzzles(model, part, exp.recipe.eval_batch_size, device, autocast(device, precision), segments, each)
+        score_puzzles(model, part, exp.recipe.eval_batch_size, device, amp, segments, each)
         synchronize(device)
         seconds = time.perf_counter() - start
     gpu = monitor.facts()

@@ -26,7 +26,7 @@ from hrm.core.gpu import resolve_device
 from hrm.models.registry import HRMCore, Shape, build_model
 from hrm.pipeline import studies
 from hrm.pipeline.config import Params
-from hrm.runtime.speed import attention, autocast, set_precision
+from hrm.runtime.speed import apply_precision, attention
 
 DEPTHS = (4, 8, 16, 32)
 RULES = ("one-step", "bptt")
@@ -69,7 +69,7 @@ def measure(params: Params, name: str, depth: int, rule: str, batch: int) -> dic
     model = build_model(cfg, shape)
     model.init_weights(torch.Generator().manual_seed(0))
     model.to(device).train()
-    set_precision(model, device, params.runtime.precision)
+    amp = apply_precision(model, device, params.runtime.precision)
     inputs = segment_inputs(model, shape, batch, device)
     weights = {p.untyped_storage().data_ptr() for p in model.parameters()} | {
         b.untyped_storage().data_ptr() for b in model.buffers()}
@@ -77,7 +77,7 @@ def measure(params: Params, name: str, depth: int, rule: str, batch: int) -> dic
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-    with attention(params.runtime.attention), autocast(device, params.runtime.precision):
+    with attention(params.runtime.attention), amp:
         out, saved = saved_bytes(lambda: model.segment(*inputs), weights)
         out.logits.float().square().mean().backward()
     peak = torch.cuda.max_memory_allocated(device) - base if device.type == "cuda" else None

@@ -8,7 +8,6 @@ cropped back to colours 0-9).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import matplotlib
@@ -28,10 +27,9 @@ MAZE_COLOURS = ListedColormap(["#ffffff", "#303030", "#ffffff", "#2ECC40", "#FF4
 WRONG = "#FF4136"
 
 
-def _sudoku(ax: plt.Axes, given: np.ndarray, board: np.ndarray, truth: np.ndarray) -> None:
+def _sudoku(ax: plt.Axes, given: np.ndarray, board: np.ndarray, truth: np.ndarray, box: tuple[int, int]) -> None:
     n = given.shape[0]
-    root = math.isqrt(n)
-    box_rows, box_cols = (root, root) if root * root == n else (2, n // 2)     # 4x4, 9x9 square; 6x6: 2x3
+    box_rows, box_cols = box
     ax.set_xlim(0, n)
     ax.set_ylim(n, 0)
     for i in range(n + 1):
@@ -48,22 +46,23 @@ def _sudoku(ax: plt.Axes, given: np.ndarray, board: np.ndarray, truth: np.ndarra
                         color="#0074D9" if right else WRONG)
 
 
-def _maze(ax: plt.Axes, given: np.ndarray, board: np.ndarray, truth: np.ndarray) -> None:
+def _maze(ax: plt.Axes, given: np.ndarray, board: np.ndarray, truth: np.ndarray, box: tuple[int, int]) -> None:
     ax.imshow(board, cmap=MAZE_COLOURS, vmin=0, vmax=5, interpolation="nearest")
     for r, c in np.argwhere(board != truth):
         ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor=WRONG, lw=1.2))
 
 
 def segment_boards(kind: str, given: np.ndarray, boards: list[np.ndarray], truth: np.ndarray, title: str,
-                   path: Path) -> None:
-    """The input, the answer after each segment (wrong cells in red) and the truth, side by side."""
+                   path: Path, box: tuple[int, int] = (3, 3)) -> None:
+    """The input, the answer after each segment (wrong cells in red) and the truth, side by side
+    (`box`: a Sudoku's box, height and width, for its thick lines)."""
     side = int(round(len(given) ** 0.5))
     grids = [g.reshape(side, side) for g in (given, *boards, truth)]
     names = ["input", *[f"segment {m + 1}" for m in range(len(boards))], "truth"]
     fig, axes = plt.subplots(1, len(grids), figsize=(1.7 * len(grids), 2.1), squeeze=False)
     for ax, grid, name in zip(axes[0], grids, names):
         draw = _sudoku if kind == "sudoku" else _maze
-        draw(ax, grids[0], grid, grids[-1] if name != "input" else grid)
+        draw(ax, grids[0], grid, grids[-1] if name != "input" else grid, box)
         wrong = int((grid != grids[-1]).sum()) if name.startswith("segment") else None
         ax.set_title(name if wrong is None else f"{name}\n{wrong} wrong" if wrong else f"{name}\nexact",
                      fontsize=8)

@@ -7,13 +7,12 @@ so both report the same number.
 from __future__ import annotations
 
 import logging
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from hrm.core import checkpoint, paths, provenance
+from hrm.core import paths, provenance
 from hrm.core.atomic import together, write_json
 from hrm.core.gpu import resolve_device
 from hrm.core.locks import holding_run_lock
@@ -21,10 +20,9 @@ from hrm.core.progress import Progress
 from hrm.data import build as built
 from hrm.evaluate import figures
 from hrm.evaluate.image_pass import Normalizer, predict
-from hrm.models.registry import build_model
+from hrm.evaluate.load import load_run
 from hrm.pipeline import studies
 from hrm.pipeline.config import Params
-from hrm.runtime.speed import autocast, set_precision
 
 log = logging.getLogger("hrm")
 MISCLASSIFIED_KEPT = 32   # the study's error grid shows 32 images
@@ -35,26 +33,18 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, classes: int) -> np.ndarra
     return np.bincount(y_true * classes + y_pred, minlength=classes * classes).reshape(classes, classes)
 
 
-def load_model(params: Params, name: str, seed: int, device: torch.device) -> torch.nn.Module:
-    exp = params.experiment(name)
-    model = checkpoint.load_model_file(paths.model_file(exp.group, name, seed),
-                                       build_model(exp.model, studies.shape(exp.dataset)),
-                                       f"hrm train {name} --seed {seed}", params_hash=exp.params_hash())
-    set_precision(model, device, params.runtime.precision)
-    return model.to(device)
-
-
 @holding_run_lock
 @together
 def evaluate(params: Params, name: str, seed: int) -> Path:
     exp = params.experiment(name)
     device = resolve_device(params.runtime.device)
     data = built.load(exp.dataset)
-    model = load_model(params, name, seed, device)
+    run = load_run(params, exp, seed, studies.shape(exp.dataset), device)
+    model = run.model
     x = torch.from_numpy(np.array(data.test_x)).to(device)
     batch = exp.recipe.eval_batch_size
     with Progress(-(-len(x) // batch), f"{name} s{seed} evaluate", "batches") as bar:
-        pred = predict(model, x, Normalizer(data, device), batch, partial(autocast, device, params.runtime.precision),
+        pred = predict(model, x, Normalizer(data, device), batch, lambda: run.amp,
                        bar.advance).cpu().numpy()
     y = np.asarray(data.test_y)
     classes = studies.shape(exp.dataset).classes

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hrm.core import checkpoint, paths, provenance
+from hrm.core import paths, provenance
 from hrm.core.atomic import together, write_json
 from hrm.core.errors import DataError
 from hrm.core.gpu import resolve_device
@@ -26,30 +26,15 @@ from hrm.core.locks import holding_run_lock
 from hrm.core.progress import Progress
 from hrm.data.puzzles import stream
 from hrm.evaluate import boards, figures
+from hrm.evaluate.load import load_run
 from hrm.evaluate.puzzle_pass import predict_segments, score_puzzles
 from hrm.evaluate.voting import HEADLINE_K, Votes, arc_scores, arc_votes, submission
-from hrm.models.registry import build_model
 from hrm.pipeline import studies
 from hrm.pipeline.config import Experiment, Params, PuzzleRecipe
-from hrm.runtime.speed import autocast, set_precision
 
 log = logging.getLogger("hrm")
 FAILED_KEPT = 32
 NO_TRAINING = "metrics.json names the source"
-
-
-def load_model(params: Params, name: str, seed: int, data: stream.PuzzleData,
-               device: torch.device) -> tuple[torch.nn.Module, str, dict[str, Any]]:
-    """The run's model on `device`, the numerics it runs in (those recorded in model.pt: an imported
-    checkpoint's, e.g. the authors' bf16-pure; else runtime.precision) and model.pt's payload."""
-    exp = params.experiment(name)
-    path, retrain = paths.model_file(exp.group, name, seed), f"hrm train {name} --seed {seed}"
-    payload = checkpoint.read_model_file(path, retrain)
-    model = checkpoint.load_model_file(path, build_model(exp.model, studies.shape(exp.dataset, data.num_ids)),
-                                       retrain, payload, exp.params_hash())
-    precision = str(payload.get("precision") or params.runtime.precision)
-    set_precision(model, device, precision)
-    return model.to(device), precision, payload
 
 
 def pooled_scores(payload: dict[str, Any], answers: list[list[np.ndarray]], name: str, seed: int) -> dict[str, Any]:
@@ -71,12 +56,12 @@ def evaluate(params: Params, name: str, seed: int) -> Path:
     assert isinstance(exp.recipe, PuzzleRecipe)
     device = resolve_device(params.runtime.device)
     data = stream.load(exp.dataset)
-    model, precision, payload = load_model(params, name, seed, data, device)
+    run = load_run(params, exp, seed, studies.shape(exp.dataset, data.num_ids), device)
+    model, precision, payload, amp = run.model, run.precision, run.payload, run.amp
     trained = exp.model.halt_max_steps
     # Scaling is scored for recurrent models; the direct baseline's segments would all repeat the first.
     recurrent = getattr(exp.model, "recurrent", True)
     segments = sorted(set(exp.recipe.eval_halt_steps) | {trained}) if recurrent else [trained]
-    amp = autocast(device, precision)
     votes, single, each = arc_votes(data, segments) if data.tasks is not None else ({}, {}, None)
     # ARC: task names and their test answers (original space), in the order of the task indices.
     names = list(data.tasks["answers"]) if data.tasks is not None else []
@@ -159,7 +144,7 @@ def draw_segments(model: torch.nn.Module, data: stream.PuzzleData, segments: lis
     which = "first test puzzle whose answer changes across segments" if len(changed) else "first test puzzle"
     boards.segment_boards(str(data.info.get("kind")), np.asarray(split.inputs[j]),
                           [preds[m][j] for m in range(1, last + 1)], np.asarray(split.labels[j]),
-                          f"{title}: test puzzle {j} ({which})", path)
+                          f"{title}: test puzzle {j} ({which})", path, studies.ALL_DATASETS[data.name].box)
 
 
 def write_plot_data(group: str, name: str, seed: int, result: dict) -> None:

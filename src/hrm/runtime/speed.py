@@ -49,6 +49,13 @@ def set_precision(model: torch.nn.Module, device: torch.device, precision: str) 
         model.carry_dtype = carry_dtype(device, precision)
 
 
+def apply_precision(model: torch.nn.Module, device: torch.device, precision: str) -> torch.autocast:
+    """A run's numerics, applied in this one call: the model's carry dtype, and the autocast context its
+    forward passes run under (reusable: enter it around each pass)."""
+    set_precision(model, device, precision)
+    return autocast(device, precision)
+
+
 @contextlib.contextmanager
 def attention(kind: str) -> Iterator[None]:
     """The SDPA kernel for everything run inside; `auto` leaves the choice to torch."""

@@ -42,7 +42,7 @@ from hrm.models.registry import build_model, count_params
 from hrm.pipeline import studies
 from hrm.pipeline.config import Experiment, Params, PuzzleRecipe
 from hrm.runtime.distributed import Ranks
-from hrm.runtime.speed import autocast, compile_model, cuda_graphs, mark_step, set_precision
+from hrm.runtime.speed import apply_precision, compile_model, cuda_graphs, mark_step
 from hrm.train.ema import EMA
 from hrm.train.run import Run
 
@@ -66,7 +66,7 @@ class PuzzleRun(Run):
         self.model = build_model(exp.model, self.shape)
         self.model.init_weights(torch.Generator().manual_seed(seed))
         self.model.to(self.device)
-        set_precision(self.model, self.device, self.runtime.precision)
+        self.autocast = apply_precision(self.model, self.device, self.runtime.precision)
         r = self.recipe
         self.optimizer = AdamAtan2(list(self.model.parameters()), r.lr, r.betas, r.weight_decay, self.runtime.optimizer)
         compile_model(self.model, self.runtime, self.device)
@@ -85,7 +85,6 @@ class PuzzleRun(Run):
         self.pending: list[torch.Tensor] = []             # per-batch loss rows not yet brought to the host
         # Bringing losses to the host is a sync: every batch on the CPU (free), every log interval on a GPU.
         self.check_every = 1 if self.device.type == "cpu" else self.runtime.log_every_steps
-        self.autocast = autocast(self.device, self.runtime.precision)
         # TRM's pooled voting: one vote table over every evaluation of the run (hrm.evaluate.voting).
         self.pool = Votes() if r.pooled_voting and data.tasks is not None else None
 

@@ -95,11 +95,16 @@ class PuzzleSet:
     seed: int = 0
 
     @property
+    def box(self) -> tuple[int, int]:
+        """Sudoku: the box's height and width (3x3 for Sudoku-Extreme, the generator's otherwise)."""
+        return self.source.box if isinstance(self.source, Generated) else (3, 3)
+
+    @property
     def side(self) -> int:
         """Grid side: 9 for Sudoku (or the generated box's), the maze size, the ARC canvas."""
         src = self.source
         if self.kind == "sudoku":
-            return src.box[0] * src.box[1] if isinstance(src, Generated) else 9
+            return self.box[0] * self.box[1]
         if self.kind == "arc":
             return self.canvas
         return src.size if isinstance(src, Generated) else 30
