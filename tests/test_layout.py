@@ -121,3 +121,30 @@ def test_the_folders_import_downwards_only() -> None:
     bad = [(m, n) for m in MODULES for n in stages._imports(m, named=False)
            if folder(m) and folder(n) and folder(m) != folder(n) and FLOORS[folder(n)] >= FLOORS[folder(m)]]
     assert not bad, f"imports across or up the floors {FLOORS}: {bad}"
+
+
+def test_a_group_is_one_entry_in_the_groups_table_plus_params(project: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A new group (say, a sweep whose results live in results/sweep/) needs its line in
+    hrm.core.paths.GROUP_ROOTS and experiments that name it; the params, the stage table, train,
+    evaluate and report follow."""
+    from conftest import tiny_params, write_params
+
+    from hrm.cli import main
+    from hrm.core import paths
+    from hrm.pipeline.config import load_params
+
+    raw = tiny_params()
+    raw["experiments"]["digits-tiny"]["group"] = "sweep"
+    write_params(project, raw)
+    assert main(["check"]) == 2
+    assert "experiments.digits-tiny.group: got 'sweep'" in capsys.readouterr().err
+    monkeypatch.setitem(paths.GROUP_ROOTS, "sweep", "results/sweep")           # the one edit
+    assert main(["check"]) == 0
+    assert "report-sweep" in {s.name for s in stages.stage_table(load_params())}
+    assert main(["download", "digits"]) == 0 and main(["build", "digits"]) == 0
+    assert main(["train", "digits-tiny", "--seed", "0"]) == 0 and main(["evaluate", "digits-tiny", "--seed", "0"]) == 0
+    assert main(["report", "sweep"]) == 0
+    assert (project / "results/sweep/runs/digits-tiny/seed0/eval.json").is_file()
+    assert "digits-tiny" in (project / "results/sweep/tables/summary.md").read_text()
+    assert (project / "results/sweep/README.md").read_text().startswith("# The sweep runs")

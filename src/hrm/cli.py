@@ -18,7 +18,7 @@ from hrm.core import paths
 from hrm.core.errors import ConfigError, HrmError, storage_error
 from hrm.data.puzzles.sources import RELEASED
 from hrm.pipeline import stages, studies
-from hrm.pipeline.config import ANALYSIS_MODELS, DEFAULT_PARAMS, GROUPS, SEED_LIMIT, Params, load_params
+from hrm.pipeline.config import ANALYSIS_MODELS, DEFAULT_PARAMS, SEED_LIMIT, Params, load_params
 
 log = logging.getLogger("hrm")
 
@@ -269,14 +269,14 @@ def parser() -> argparse.ArgumentParser:
                             "stale in the group's stale.json (the audit page shows it) until it is retrained")
     sp = add("status", cmd_status, "what `dvc repro` would rerun and why: changed (code computation, params, "
              "data) or not here (pull or retrain)")
-    sp.add_argument("--group", choices=GROUPS, default=None, help="only this group's stages")
+    sp.add_argument("--group", choices=list(paths.GROUP_ROOTS), default=None, help="only this group's stages")
     sp = add("analyze", cmd_analyze, "analyse a trained run: " + "; ".join(
         f"{k}: {v[1]}" for k, v in studies.ANALYSES.items()))
     sp.add_argument("kind", choices=list(studies.ANALYSES))
     sp.add_argument("experiment", help="a key of the experiments section")
     sp.add_argument("--seed", type=int, required=True, help="one of the experiment's seeds")
     sp = add("report", cmd_report, "write the paper-vs-reproduced tables of a group")
-    sp.add_argument("group", choices=GROUPS)
+    sp.add_argument("group", choices=list(paths.GROUP_ROOTS))
     sp = add("bench", cmd_bench, "benchmarks that print measurements (JSON): build (the ARC build), train "
              "(N warm steps of an experiment), replay (N steps against a finished run's losses), memory "
              "(memory vs N*T), evaluate (a puzzle evaluation's time, projected to the full test set), gpu-check (the "

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import yaml
 
+from hrm.core import paths
 from hrm.core.errors import ConfigError
 from hrm.core.fields import closest, identity, parse_section, spec, type_name
 from hrm.models.registry import MODEL_CONFIGS, ModelConfig
@@ -26,7 +27,6 @@ DEFAULT_PARAMS = Path("params.yaml")
 # `hrm analyze` kinds (hrm.analyze) and the model kinds each applies to: both need an HRM's two states.
 ANALYSIS_MODELS: dict[str, tuple[str, ...]] = {"pr": ("hrm-image", "hrm-puzzle", "trm-puzzle"),
                                                "segments": ("hrm-image", "hrm-puzzle", "trm-puzzle")}
-GROUPS = ("paper", "demo", "analysis")
 # Ablation families (REFERENCE II.5-II.6, I.7): experiments labelled with one are tabulated and drawn
 # together by the report; the label changes no run.
 ABLATIONS = ("depth", "supervision", "arc-augmentations", "image", "trm")
@@ -119,8 +119,8 @@ SEED_LIMIT = 2**63
 class ExperimentSpec:
     """One named experiment: data set x model x recipe x seeds."""
 
-    group: Literal["paper", "demo", "analysis"] = spec(
-        "paper results (committed), the demo, or the demo-scale analyses and ablations (`snakemake analyses`)")
+    group: str = spec("a group of hrm.core.paths.GROUP_ROOTS: paper results (committed), the demo, or the "
+                      "demo-scale analyses and ablations (`snakemake analyses`)")
     dataset: str = spec("a data set name from hrm.data.sources")
     model: str = spec("a key of the models section")
     recipe: str = spec("a key of the recipes section")
@@ -254,6 +254,9 @@ def _resolve(name: str, s: ExperimentSpec, models: dict[str, ModelConfig],
         value = getattr(s, key)
         if value not in table:
             raise ConfigError(f"{where}.{key}: got {value!r}{closest(value, table)}; allowed: {', '.join(table)}")
+    if s.group not in paths.GROUP_ROOTS:        # read now: a group added to the table is allowed at once
+        raise ConfigError(f"{where}.group: got {s.group!r}{closest(s.group, paths.GROUP_ROOTS)}; allowed: "
+                          f"{', '.join(paths.GROUP_ROOTS)}")
     study = studies.of_dataset(s.dataset)
     model, recipe = models[s.model], recipes[s.recipe]
     if model.kind not in study.model_kinds or getattr(recipe, "kind", None) != study.recipe_kind:

@@ -268,6 +268,12 @@ def analyses_section(params: Params, results: list[RunResult]) -> list[str]:
             "demo-scale versions run with `make analyses` (`results/analyses/`).", ""]
 
 
+# A group without a page of its own (one just added to hrm.core.paths.GROUP_ROOTS) gets this one.
+POINTER = """# The {group} runs
+
+What they show, in words and numbers, is in `tables/summary.md`; the audit of the paper numbers is
+`results/README.md`, written by `hrm report paper`.
+"""
 POINTER_PAGES = {
     "demo": """# The demo's results
 
@@ -290,7 +296,7 @@ the paper group (`hrm describe NAME`), one `dvc repro` each on a GPU.
 def write_audit(params: Params, group: str) -> Path:
     """The group's README: the audit of every paper number (paper), or a pointer (demo, analysis)."""
     out = paths.audit_file(group)
-    write_text(out, audit_page(params) if group == "paper" else POINTER_PAGES[group])
+    write_text(out, audit_page(params) if group == "paper" else POINTER_PAGES.get(group, POINTER.format(group=group)))
     return out
 
 
