@@ -50,7 +50,7 @@ BAD = {
     "unknown dataset": (lambda r: r["experiments"]["cifar10-cnn"].update(dataset="svhn"),
                         ["experiments.cifar10-cnn.dataset", "'svhn'"]),
     "bad group": (lambda r: r["experiments"]["cifar10-cnn"].update(group="extra"),
-                  ["experiments.cifar10-cnn.group", "'paper', 'demo'"]),
+                  ["experiments.cifar10-cnn.group", "got 'extra'; allowed: paper, demo, analysis"]),
     "empty seeds": (lambda r: r["experiments"]["cifar10-cnn"].update(seeds=[]),
                     ["experiments.cifar10-cnn.seeds", "empty"]),
     "duplicate seeds": (lambda r: r["experiments"]["cifar10-cnn"].update(seeds=[1, 1]),

@@ -216,7 +216,8 @@ def test_fuzzed_built_data(built_digits: Path, victim: str, how: str, blob: byte
 @FUZZ
 @given(blob=st.binary(max_size=400), cut=st.floats(0, 0.99))
 def test_fuzzed_model_file(built_digits: Path, blob: bytes, cut: float) -> None:
-    from hrm.evaluate.image import load_model
+    from hrm.evaluate.load import load_run
+    from hrm.pipeline import studies
     from hrm.pipeline.config import load_params
 
     model_path = paths.model_file("demo", "digits-tiny", 0)
@@ -226,7 +227,8 @@ def test_fuzzed_model_file(built_digits: Path, blob: bytes, cut: float) -> None:
     for content in (blob, good.getvalue()[: int(len(good.getvalue()) * cut)], good.getvalue()):
         model_path.write_bytes(content)
         with pytest.raises(DataError) as err:
-            load_model(load_params(), "digits-tiny", 0, torch.device("cpu"))
+            params = load_params()
+            load_run(params, params.experiment("digits-tiny"), 0, studies.shape("digits"), torch.device("cpu"))
         assert str(model_path) in str(err.value)
 
 
