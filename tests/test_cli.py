@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -47,3 +48,24 @@ def test_bad_seed_and_missing_model(project: Path, capsys: pytest.CaptureFixture
     assert main(["evaluate", "digits-tiny", "--seed", "0"]) == 2
     err = capsys.readouterr().err
     assert "model.pt: no trained model" in err and "hrm train digits-tiny --seed 0" in err
+
+
+def test_under_dvc_a_stage_writes_the_log_its_snakemake_rule_writes(
+        project: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """DVC keeps no log of a stage's output; $DVC_STAGE (set by DVC for every stage command) makes `hrm`
+    write it to the same file the Snakemake rule redirects into, error line included."""
+    from hrm.pipeline import stages
+    from hrm.pipeline.config import load_params
+
+    caplog.set_level(logging.INFO)                                # as the command line sets it
+    assert main(["download", "digits"]) == 0
+    assert not Path("logs").exists()                               # a plain run writes no log file
+    monkeypatch.setenv("DVC_STAGE", "build-digits")
+    assert main(["build", "digits"]) == 0
+    table = {s.name: s for s in stages.stage_table(load_params())}
+    log = Path(table["build-digits"].log)
+    assert log == Path("logs/build/digits.log") and "digits" in log.read_text()
+    monkeypatch.setenv("DVC_STAGE", "evaluate-digits-tiny-seed0")
+    assert main(["evaluate", "digits-tiny", "--seed", "0"]) == 2
+    text = Path(table["evaluate-digits-tiny-seed0"].log).read_text()
+    assert "hrm evaluate: error:" in text and "no trained model" in text

@@ -7,12 +7,16 @@ import torch are imported inside the handlers so that `--help`, `check` and `des
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib
 import json
 import logging
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, TextIO
 
 from hrm.core import paths
 from hrm.core.errors import ConfigError, HrmError, storage_error
@@ -309,17 +313,71 @@ def _fail(command: str, exc: HrmError) -> int:
     return exc.exit_code
 
 
-def main(argv: list[str] | None = None) -> int:
-    from hrm.core import progress, provenance
+# Verbs that run as DVC stages; under DVC each writes its stage's log file (the file its Snakemake rule writes).
+STAGE_VERBS = ("download", "build", "fingerprint", "train", "evaluate", "analyze", "report")
 
+
+class _Tee:
+    """A text stream that writes to the terminal's stream and to a log file."""
+
+    def __init__(self, stream: TextIO, log: TextIO) -> None:
+        self.stream, self.log = stream, log
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.log.flush()
+        self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def _stage_log(params: Params, args: argparse.Namespace) -> Iterator[None]:
+    """DVC names the stage it runs in $DVC_STAGE and keeps no log of its own: there, what the verb prints
+    (its log lines, its one-line error) also goes to the stage's log file (hrm.pipeline.stages.log_file).
+    Not in torchrun's ranks (LOCAL_RANK): the launching process writes it."""
+    if not os.environ.get("DVC_STAGE") or os.environ.get("LOCAL_RANK") or args.command not in STAGE_VERBS:
+        yield
+        return
+    name = getattr(args, "dataset", None) or getattr(args, "group", None) or args.experiment
+    path = stages.log_file(params, args.command, name, getattr(args, "seed", None), getattr(args, "kind", None))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as log:
+        handler = logging.StreamHandler(log)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"))
+        logging.getLogger().addHandler(handler)
+        out, err = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)   # type: ignore[assignment]
+        try:
+            yield
+        finally:
+            sys.stdout, sys.stderr = out, err
+            logging.getLogger().removeHandler(handler)
+
+
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
     args.argv = list(argv)            # what torchrun's ranks rerun (hrm.runtime.launch)
-    provenance.set_command(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     try:
         params = load_params(args.params)
+    except HrmError as exc:
+        return _fail(args.command, exc)
+    with _stage_log(params, args):
+        return _run(params, args)
+
+
+def _run(params: Params, args: argparse.Namespace) -> int:
+    from hrm.core import progress, provenance
+
+    provenance.set_command(args.argv)
+    try:
         progress.configure(params.runtime.progress_seconds)
         _pin(params, args)
         return int(args.fn(params, args))

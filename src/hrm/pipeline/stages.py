@@ -202,16 +202,32 @@ def run_name(exp: Experiment, seed: int) -> str:
 
 # ------------------------------------------------------------------ the table
 
+def log_file(params: Params, verb: str, name: str, seed: int | None = None, kind: str | None = None) -> Path:
+    """Where a stage's output goes: the same file for a DVC stage (`hrm` writes it when DVC runs it, see
+    hrm.cli) and for its Snakemake rule (the rule redirects into it). `name`: a data set, an experiment
+    or a group, as the verb takes."""
+    if verb in ("download", "build"):
+        return paths.data_log(verb, name)
+    if verb == "report":
+        return paths.group_log(verb, name)
+    exp = params.experiment(name)
+    assert seed is not None
+    if verb == "analyze":
+        assert kind is not None
+        return paths.analysis_log(exp.group, exp.name, seed, kind)
+    return paths.run_log(verb, exp.group, exp.name, seed)
+
+
 def stage_table(params: Params) -> list[Stage]:
     stages = []
     for ds in datasets(params):
         stages.append(Stage(f"download-{ds}", "download", f"python -m hrm download {ds}", tuple(download_deps(ds)),
-                            (), (str(paths.raw_dir(ds)),), (), str(paths.data_log("download", ds))))
+                            (), (str(paths.raw_dir(ds)),), (), str(log_file(params, "download", ds))))
         stages.append(Stage(f"build-{ds}", "build", f"python -m hrm build {ds}", tuple(build_deps(ds)),
-                            (), (str(paths.built_dir(ds)),), (), str(paths.data_log("build", ds))))
+                            (), (str(paths.built_dir(ds)),), (), str(log_file(params, "build", ds))))
     for ck in released(params):
         stages.append(Stage(f"download-{ck}", "download", f"python -m hrm download {ck}", tuple(download_deps(ck)),
-                            (), (str(paths.raw_dir(ck)),), (), str(paths.data_log("download", ck))))
+                            (), (str(paths.raw_dir(ck)),), (), str(log_file(params, "download", ck))))
     for exp in params.experiments.values():
         for seed in exp.seeds:
             run = run_name(exp, seed)
@@ -221,25 +237,25 @@ def stage_table(params: Params) -> list[Stage]:
                 stages.append(Stage(f"fingerprint-{run}", "fingerprint", f"python -m hrm fingerprint {args}",
                                     tuple(fingerprint_deps(exp)), tuple(experiment_params(exp)), (),
                                     (str(paths.fingerprint_file(exp.group, exp.name, seed)),),
-                                    str(paths.run_log("fingerprint", exp.group, exp.name, seed))))
+                                    str(log_file(params, "fingerprint", exp.name, seed))))
             stages.append(Stage(f"train-{run}", "train", f"python -m hrm train {args}", tuple(train_deps(exp, seed)),
                                 tuple(experiment_params(exp)), tuple(cached), tuple(audited),
-                                str(paths.run_log("train", exp.group, exp.name, seed))))
+                                str(log_file(params, "train", exp.name, seed))))
             stages.append(Stage(f"evaluate-{run}", "evaluate", f"python -m hrm evaluate {args}",
                                 tuple(evaluate_deps(exp, seed)), tuple(experiment_params(exp)), (),
                                 tuple(evaluate_outputs(exp, seed)),
-                                str(paths.run_log("evaluate", exp.group, exp.name, seed))))
+                                str(log_file(params, "evaluate", exp.name, seed))))
             for kind in exp.analyses:
                 stages.append(Stage(f"analyze-{kind}-{run}", "analyze", f"python -m hrm analyze {kind} {args}",
                                     tuple(analyze_deps(exp, seed, kind)), tuple(experiment_params(exp)), (),
                                     tuple(analyze_outputs(exp, seed, kind)),
-                                    str(paths.analysis_log(exp.group, exp.name, seed, kind))))
+                                    str(log_file(params, "analyze", exp.name, seed, kind))))
     for group in groups(params):
         exps = [e for e in params.experiments.values() if e.group == group]
         stages.append(Stage(f"report-{group}", "report", f"python -m hrm report {group}",
                             tuple(report_deps(params, group)), tuple(f"experiments.{e.name}" for e in exps), (),
                             tuple(report_outputs(group)),
-                            str(paths.group_log("report", group))))
+                            str(log_file(params, "report", group))))
     return stages
 
 
