@@ -279,17 +279,19 @@ def dvc_plots(params: Params) -> list[dict[str, object]]:
                                                  "x_label": "optimizer step", "y_label": "loss"}},
                 {f"{exp.name}: accuracy": {"x": "step", "y": files(paths.history_file, ["train_acc", "test_acc"]),
                                            "x_label": "optimizer step", "y_label": "accuracy"}}]
-        if exp.study.name == "image":
+        # The series the study's evaluation writes (its `plot_data` in the study table), each drawn its way.
+        written = exp.study.plot_data
+        if "test_predictions" in written:
             out.append({f"{exp.name}: confusion": {"template": "confusion", "x": "predicted",
                                                    "y": series("test_predictions", "actual"),
                                                    "x_label": "predicted", "y_label": "true"}})
-        else:
+        if "segments" in written:
             out.append({f"{exp.name}: accuracy vs segments": {"x": "segments", "y": series("segments", "headline"),
                                                               "x_label": "segments at test time",
                                                               "y_label": "test accuracy (ARC: pass@2)"}})
-            if exp.study.datasets[exp.dataset].kind == "arc":
-                out.append({f"{exp.name}: pass@K": {"x": "k", "y": series("pass_at_k", ["pass", "partial_pass"]),
-                                                    "x_label": "K (answers tried)", "y_label": "pass@K"}})
+        if "pass_at_k" in written and exp.study.datasets[exp.dataset].kind == "arc":
+            out.append({f"{exp.name}: pass@K": {"x": "k", "y": series("pass_at_k", ["pass", "partial_pass"]),
+                                                "x_label": "K (answers tried)", "y_label": "pass@K"}})
     return out
 
 
