@@ -14,9 +14,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from hrm.bench import check, flops
 from hrm.bench.memory import bench_memory
-from hrm.bench.train import synthetic_images, synthetic_puzzles
 from hrm.cli import main
 from hrm.core import paths
+from hrm.data.build import synthetic as synthetic_images
+from hrm.data.puzzles.stream import synthetic as synthetic_puzzles
 from hrm.pipeline.config import load_params
 from hrm.train.fingerprint import make_run
 
@@ -60,7 +61,7 @@ def test_flops_formula_equals_torchs_count_of_a_real_step(case: str) -> None:
     params = check.variant(check.check_params(real_params(), check.OFF), name, model, recipe)
     exp = params.experiment(name)
     image = kind in ("cnn", "hrm-image")
-    data = synthetic_images("mnist") if image else synthetic_puzzles(check.PUZZLE_SET, 64)
+    data = synthetic_images("mnist", 256) if image else synthetic_puzzles(check.PUZZLE_SET, 64)
     run = make_run(params, exp, 0, data)
     idx = next(run.batches())
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:   # attention as counted matmuls
@@ -116,7 +117,7 @@ def test_bptt_changes_the_gradient_not_the_forward() -> None:
     for rule in ("one-step", "bptt"):
         p = check.variant(params, "check-hrm-image", model={"gradient": rule})
         exp = p.experiment("check-hrm-image")
-        run = make_run(p, exp, 0, synthetic_images("mnist"))
+        run = make_run(p, exp, 0, synthetic_images("mnist", 256))
         x = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
         out = run.model.segment(run.model.initial_carry(2), x)
         out.logits.sum().backward()

@@ -122,7 +122,7 @@ def compare(base: dict[str, Any], device: str, variants: tuple[str, ...], kinds:
             overrides: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """One row per (kind, variant): the reference losses (CPU, fp32, all off), the variant's, and whether
     they agree. `overrides` adds named variants (the tests use it to show a wrong step is caught)."""
-    from hrm.bench.train import synthetic_puzzles
+    from hrm.data.puzzles.stream import synthetic as synthetic_puzzles
 
     table = VARIANTS | (overrides or {})
     data = {"image": mnist(), "puzzle": synthetic_puzzles(PUZZLE_SET, 256)}

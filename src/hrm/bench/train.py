@@ -10,11 +10,11 @@ which is what the timing needs. One JSON object comes out; the FLOPs come from `
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import resource
 import time
 from typing import Any
 
-import numpy as np
 import torch
 
 from hrm.bench import flops
@@ -22,10 +22,6 @@ from hrm.core import paths, provenance
 from hrm.core.atomic import write_json
 from hrm.core.errors import DataError
 from hrm.core.gpu import GpuMonitor, synchronize
-from hrm.data import build as built
-from hrm.data.puzzles import stream
-from hrm.data.puzzles.layout import Metadata, PuzzleSplit
-from hrm.pipeline import studies
 from hrm.pipeline.config import Experiment, Params
 from hrm.runtime.speed import attention
 from hrm.train.fingerprint import make_run
@@ -42,42 +38,11 @@ def peak_tflops(device: torch.device) -> float | None:
     return next((peak for key, peak in PEAK_TFLOPS.items() if key in name), None)
 
 
-def synthetic_images(dataset: str, seed: int = 0) -> built.ImageData:
-    """Random uint8 images and labels with the data set's shape and size (test set: one batch's worth)."""
-    spec = studies.of_dataset(dataset).datasets[dataset]
-    rng = np.random.default_rng(seed)
-    c = spec.image_shape[0]
-
-    def split(n: int) -> tuple[np.ndarray, np.ndarray]:
-        return (rng.integers(0, spec.pixel_max + 1, (n, *spec.image_shape), dtype=np.uint8),
-                rng.integers(0, spec.classes, n).astype(np.int64))
-
-    (tx, ty), (vx, vy) = split(spec.train_size), split(256)
-    return built.ImageData(train_x=tx, train_y=ty, test_x=vx, test_y=vy, mean=np.full(c, 0.5, np.float32),
-                           std=np.full(c, 0.25, np.float32), pixel_max=spec.pixel_max,
-                           label_names=tuple(str(i) for i in range(spec.classes)))
-
-
-def synthetic_puzzles(dataset: str, examples: int, seed: int = 0) -> stream.PuzzleData:
-    """Random token sequences of the data set's length and vocabulary, one example per puzzle and group."""
-    spec = studies.of_dataset(dataset).datasets[dataset]
-    rng = np.random.default_rng(seed)
-    meta = Metadata(seq_len=spec.seq_len, vocab_size=spec.classes, pad_id=0, ignore_label_id=0, blank_identifier_id=0,
-                    num_puzzle_identifiers=examples + 1, total_groups=examples, mean_puzzle_examples=1.0,
-                    total_puzzles=examples, total_examples=examples)
-    counts = np.arange(examples + 1, dtype=np.int32)
-    split = PuzzleSplit(rng.integers(1, spec.classes, (examples, spec.seq_len), dtype=np.uint8),
-                        rng.integers(1, spec.classes, (examples, spec.seq_len), dtype=np.uint8),
-                        counts[1:], counts, counts, meta)
-    return stream.PuzzleData(dataset, split, split, {}, None, None)
-
-
 def load_data(exp: Experiment, synthetic: bool) -> tuple[Any, bool]:
     """The built data set if it is there (and not `synthetic`), else random data of its shape; and which."""
     real = not synthetic and paths.built_dir(exp.dataset).is_dir()   # a broken set there fails with its message
-    if exp.study.name == "image":
-        return (built.load(exp.dataset) if real else synthetic_images(exp.dataset)), real
-    return (stream.load(exp.dataset) if real else synthetic_puzzles(exp.dataset, 4 * exp.recipe.batch_size)), real
+    run = importlib.import_module(exp.study.modules["train"]).RUN      # the study's trainer: its data too
+    return (run.load_data(exp.dataset) if real else run.synthetic_data(exp.dataset, 4 * exp.recipe.batch_size)), real
 
 
 def bench_train(params: Params, name: str, steps: int = 20, warmup: int = 3, synthetic: bool = False,

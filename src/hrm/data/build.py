@@ -129,3 +129,20 @@ def _check_loaded(root: Path, dataset: str, d: ImageData) -> None:
         problems.append(f"meta.json statistics malformed (mean {d.mean.shape}, std {d.std.shape})")
     if problems:
         raise DataError(f"{root}: " + "; ".join(problems) + f"; run `hrm build {dataset}` again")
+
+
+def synthetic(dataset: str, examples: int, seed: int = 0) -> ImageData:
+    """Random uint8 images and labels with the data set's shape and training-set size, and `examples` test
+    images (for `hrm bench` before the data set is downloaded)."""
+    spec = DATASETS[dataset]
+    rng = np.random.default_rng(seed)
+    c = spec.image_shape[0]
+
+    def split(n: int) -> tuple[np.ndarray, np.ndarray]:
+        return (rng.integers(0, spec.pixel_max + 1, (n, *spec.image_shape), dtype=np.uint8),
+                rng.integers(0, spec.classes, n).astype(np.int64))
+
+    (tx, ty), (vx, vy) = split(spec.train_size), split(examples)
+    return ImageData(train_x=tx, train_y=ty, test_x=vx, test_y=vy, mean=np.full(c, 0.5, np.float32),
+                     std=np.full(c, 0.25, np.float32), pixel_max=spec.pixel_max,
+                     label_names=tuple(str(i) for i in range(spec.classes)))

@@ -163,6 +163,7 @@ class ImageRun(Run):
     """One image run: model, optimizer and data on the device, and the epoch loop."""
 
     load_data = staticmethod(built.load)
+    synthetic_data = staticmethod(built.synthetic)      # random data of the set's shape (hrm bench)
 
     def __init__(self, params: Params, exp: Experiment, seed: int, data: built.ImageData,
                  ranks: Ranks | None = None) -> None:

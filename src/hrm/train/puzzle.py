@@ -56,6 +56,7 @@ def warmup_constant(step: int, peak: float, warmup: int) -> float:
 
 class PuzzleRun(Run):
     load_data = staticmethod(stream.load)
+    synthetic_data = staticmethod(stream.synthetic)     # random data of the set's shape (hrm bench)
 
     def __init__(self, params: Params, exp: Experiment, seed: int, data: stream.PuzzleData,
                  ranks: Ranks | None = None) -> None:

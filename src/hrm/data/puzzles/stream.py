@@ -19,7 +19,7 @@ from hrm.core import paths
 from hrm.core.errors import DataError
 from hrm.core.gpu import to_device
 from hrm.core.losses import IGNORE_LABEL
-from hrm.data.puzzles.layout import AUGMENTATIONS, PuzzleSplit, load_split, read_build_info
+from hrm.data.puzzles.layout import AUGMENTATIONS, Metadata, PuzzleSplit, load_split, read_build_info
 from hrm.data.puzzles.sources import PUZZLES
 
 
@@ -147,3 +147,17 @@ def example_tasks(data: PuzzleData) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     group_of_puzzle = np.repeat(np.arange(split.groups), np.diff(split.group_indices))
     test_index = np.arange(len(puzzle_of)) - split.puzzle_indices[puzzle_of]
     return group_of_puzzle[puzzle_of], test_index, split.puzzle_identifiers[puzzle_of]
+
+
+def synthetic(dataset: str, examples: int, seed: int = 0) -> PuzzleData:
+    """Random token sequences of the data set's length and vocabulary, one example per puzzle and group."""
+    spec = PUZZLES[dataset]
+    rng = np.random.default_rng(seed)
+    meta = Metadata(seq_len=spec.seq_len, vocab_size=spec.classes, pad_id=0, ignore_label_id=0, blank_identifier_id=0,
+                    num_puzzle_identifiers=examples + 1, total_groups=examples, mean_puzzle_examples=1.0,
+                    total_puzzles=examples, total_examples=examples)
+    counts = np.arange(examples + 1, dtype=np.int32)
+    split = PuzzleSplit(rng.integers(1, spec.classes, (examples, spec.seq_len), dtype=np.uint8),
+                        rng.integers(1, spec.classes, (examples, spec.seq_len), dtype=np.uint8),
+                        counts[1:], counts, counts, meta)
+    return PuzzleData(dataset, split, split, {}, None, None)
