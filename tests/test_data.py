@@ -19,7 +19,7 @@ from hrm.core import paths
 from hrm.core.errors import DataError
 from hrm.data import sources
 from hrm.data.build import build, load, statistics
-from hrm.data.download import download, md5_of
+from hrm.data.download import download, file_digest
 from hrm.data.formats import IDX_IMAGES_MAGIC, read_cifar, read_idx
 
 # ------------------------------------------------------------------ MNIST (real files)
@@ -28,7 +28,7 @@ def test_mnist_download_from_local_copy_then_build(project: Path, mnist_dir: Pat
     assert main(["download", "mnist", "--from", str(mnist_dir)]) == 0
     raw = paths.raw_dir("mnist")
     for f in sources.MNIST_FILES.values():
-        assert md5_of(raw / f.name) == f.md5
+        assert file_digest(raw / f.name) == f.md5
     assert not list(raw.glob(".*tmp"))
     assert main(["build", "mnist"]) == 0
     data = load("mnist")
@@ -66,7 +66,7 @@ def test_idx_parser_rejects_wrong_magic_and_truncation(tmp_path: Path, mnist_dir
 # ------------------------------------------------------------------ checksums and atomicity
 
 def _fake_source(monkeypatch: pytest.MonkeyPatch, dataset: str, archive: Path, urls: tuple[str, ...]) -> None:
-    remote = sources.RemoteFile(archive.name, urls, md5_of(archive))
+    remote = sources.RemoteFile(archive.name, urls, file_digest(archive))
     spec = sources.DATASETS[dataset]
     monkeypatch.setitem(sources.DATASETS, dataset, type(spec)(**{**spec.__dict__, "files": (remote,)}))
 
@@ -77,12 +77,12 @@ def test_local_copy_with_wrong_md5_names_file_and_hashes(project: Path, tmp_path
     good.parent.mkdir()
     make_cifar(good, "cifar10")
     _fake_source(monkeypatch, "cifar10", good, ("http://127.0.0.1:9/none",))
-    expected = md5_of(good)
+    expected = file_digest(good)
     good.write_bytes(good.read_bytes()[:-50])     # truncate the local copy
     with pytest.raises(DataError) as err:
         download("cifar10", good.parent)
     msg = str(err.value)
-    assert str(good) in msg and expected in msg and md5_of(good) in msg
+    assert str(good) in msg and expected in msg and file_digest(good) in msg
     assert not paths.raw_dir("cifar10").exists() or not any(paths.raw_dir("cifar10").iterdir())
 
 
@@ -114,7 +114,7 @@ def test_network_download_verifies_and_places_atomically(project: Path, tmp_path
     dead = "http://127.0.0.1:9/cifar-100-python.tar.gz"      # first mirror refuses: the next is tried
     _fake_source(monkeypatch, "cifar100", archive, (dead, base + archive.name))
     assert main(["download", "cifar100"]) == 0
-    assert md5_of(paths.raw_dir("cifar100") / archive.name) == md5_of(archive)
+    assert file_digest(paths.raw_dir("cifar100") / archive.name) == file_digest(archive)
     assert main(["build", "cifar100"]) == 0
     data = load("cifar100")
     assert np.array_equal(data.train_x.reshape(len(data.train_x), -1), arrays["train_x"])
@@ -129,11 +129,11 @@ def test_truncated_transfer_is_a_checksum_error_leaving_nothing(project: Path, h
     archive = root / "cifar-10-python.tar.gz"
     make_cifar(archive, "cifar10")
     _fake_source(monkeypatch, "cifar10", archive, (base + archive.name,))
-    expected = md5_of(archive)
+    expected = file_digest(archive)
     archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])   # server sends half
     assert main(["download", "cifar10"]) == 2
     err = capsys.readouterr().err
-    assert "md5" in err and expected in err and md5_of(archive) in err
+    assert "md5" in err and expected in err and file_digest(archive) in err
     raw = paths.raw_dir("cifar10")
     assert not any(raw.iterdir()), list(raw.iterdir())      # no partial or temporary file
 

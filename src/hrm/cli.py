@@ -40,10 +40,7 @@ def _seed(params: Params, name: str, seed: int) -> int:
 def cmd_download(params: Params, args: argparse.Namespace) -> int:
     module = (studies.RELEASED_MODULES["download"] if args.dataset in RELEASED
               else studies.of_dataset(args.dataset).modules["download"])
-    if args.relock and module == studies.STUDIES["image"].modules["download"]:
-        raise ConfigError(f"download {args.dataset} --relock: the image data sets are pinned by md5 in "
-                          "hrm/data/sources.py, not by the sources lock; there is nothing to relock")
-    importlib.import_module(module).download(args.dataset, args.source, **({"relock": True} if args.relock else {}))
+    importlib.import_module(module).download(args.dataset, args.source, args.relock)
     return 0
 
 
@@ -58,7 +55,7 @@ def _run_verb(verb: str, params: Params, args: argparse.Namespace) -> int:
     seed = _seed(params, args.experiment, args.seed)
     exp = params.experiment(args.experiment)
     with attention(params.runtime.attention):
-        getattr(importlib.import_module(exp.module(verb)), verb)(params, args.experiment, seed)
+        exp.verb(verb)(params, args.experiment, seed)
     return 0
 
 

@@ -101,3 +101,8 @@ def test_a_changed_source_is_refused_until_relocked_on_purpose(
     (local / "test.csv").write_text("no header here\n")
     assert main(["download", "maze-hard-1k", "--from", str(tmp_path), "--relock"]) == 2
     assert "`question` and `answer` columns" in capsys.readouterr().err and _lock() == now
+
+
+def test_relock_is_refused_for_a_source_pinned_in_code(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["download", "digits", "--relock"]) == 2
+    assert "pinned by md5 in hrm/data/sources.py" in capsys.readouterr().err and _lock() == {}

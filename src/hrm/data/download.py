@@ -17,7 +17,7 @@ from pathlib import Path
 
 from hrm.core import paths
 from hrm.core.atomic import atomic_path
-from hrm.core.errors import DataError
+from hrm.core.errors import ConfigError, DataError
 from hrm.core.progress import Progress
 from hrm.data.formats import write_digits
 from hrm.data.sources import DATA_DIR_ENV, DATASETS, RemoteFile
@@ -27,9 +27,9 @@ CHUNK = 1 << 20
 TIMEOUT_S = 30
 
 
-def md5_of(path: Path, algorithm: str = "md5") -> str:
-    """The file's digest (md5 for the image sources' checksums; sha256 for the released checkpoints),
-    read in chunks: a checkpoint is ~100 MB."""
+def file_digest(path: Path, algorithm: str = "md5") -> str:
+    """The file's digest, read in chunks (a checkpoint is ~100 MB): md5 for the image sources' checksums,
+    sha256 for the sources lock (hrm.data.sourcelock)."""
     digest = hashlib.new(algorithm)
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(CHUNK), b""):
@@ -53,7 +53,7 @@ def _find_local(remote: RemoteFile, dataset: str, dirs: list[Path]) -> Path | No
 
 
 def _copy_verified(src: Path, dest: Path, md5: str) -> None:
-    got = md5_of(src)
+    got = file_digest(src)
     if got != md5:
         raise DataError(f"{src}: md5 {got} does not match the expected {md5} (corrupt or a different "
                         f"version); nothing was written to {dest.parent}")
@@ -78,7 +78,7 @@ def _fetch_url(url: str, dest: Path, md5: str) -> None:
 
 def fetch(remote: RemoteFile, dataset: str, dest: Path, dirs: list[Path]) -> str:
     """Place one verified file at `dest`; returns where it came from."""
-    if dest.is_file() and md5_of(dest) == remote.md5:
+    if dest.is_file() and file_digest(dest) == remote.md5:
         return "already present"
     local = _find_local(remote, dataset, dirs)
     if local is not None:
@@ -101,8 +101,11 @@ def fetch(remote: RemoteFile, dataset: str, dest: Path, dirs: list[Path]) -> str
         f"(expected md5 {remote.md5})")
 
 
-def download(dataset: str, source: Path | None = None) -> Path:
+def download(dataset: str, source: Path | None = None, relock: bool = False) -> Path:
     """Make data/raw/DATASET complete and verified; returns that folder."""
+    if relock:
+        raise ConfigError(f"download {dataset} --relock: the image data sets are pinned by md5 in "
+                          "hrm/data/sources.py, not by the sources lock; there is nothing to relock")
     spec = DATASETS[dataset]
     raw = paths.raw_dir(dataset)
     raw.mkdir(parents=True, exist_ok=True)

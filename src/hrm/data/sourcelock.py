@@ -14,33 +14,38 @@ import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
 from hrm.core.atomic import write_json
 from hrm.core.errors import DataError
+from hrm.data.download import file_digest
 
 log = logging.getLogger("hrm")
 LOCK = Path("workflow/sources.lock")
 
-# The download in progress: its data set, whether it relocks, and the entries it will record.
-_open: dict[str, object] = {}
+
+
+@dataclass
+class _Download:
+    """The download in progress: its data set, whether it relocks, and the entries it will record."""
+
+    name: str
+    relock: bool
+    pending: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+_current: _Download | None = None
 
 
 def sha256_tree(path: Path) -> str:
     """sha256 of a file, or of a folder as the sorted (relative path, file sha256) list."""
     if path.is_file():
-        return _sha256(path)
-    lines = [f"{p.relative_to(path).as_posix()} {_sha256(p)}" for p in sorted(path.rglob("*")) if p.is_file()]
+        return file_digest(path, "sha256")
+    lines = [f"{p.relative_to(path).as_posix()} {file_digest(p, 'sha256')}" for p in sorted(path.rglob("*"))
+             if p.is_file()]
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_lock() -> dict[str, dict[str, str]]:
@@ -54,7 +59,7 @@ def read_lock() -> dict[str, dict[str, str]]:
 
 def entry(key: str) -> dict[str, str] | None:
     """The lock's entry for `key` as this download sees it (a relock sees none of its data set's)."""
-    if _open.get("relock") and key.startswith(f"{_open['name']}/"):
+    if _current is not None and _current.relock and key.startswith(f"{_current.name}/"):
         return None
     return read_lock().get(key)
 
@@ -71,9 +76,8 @@ def verify_or_record(key: str, path: Path, origin: str) -> str:
     found = entry(key)
     if found is None:
         record = {"sha256": digest, "first_source": origin, "recorded": date.today().isoformat()}
-        pending = _open.get("pending")
-        if isinstance(pending, dict):
-            pending[key] = record
+        if _current is not None:
+            _current.pending[key] = record
         else:
             _write({key: record}, None)
     elif found["sha256"] != digest:
@@ -87,15 +91,14 @@ def verify_or_record(key: str, path: Path, origin: str) -> str:
 @contextmanager
 def recording(name: str, relock: bool = False) -> Iterator[None]:
     """The download of data set `name`: its new entries reach the lock only if the block completes."""
-    _open.update(name=name, relock=relock, pending={})
+    global _current
+    _current = _Download(name, relock)
     try:
         yield
-        pending = _open["pending"]
-        assert isinstance(pending, dict)
-        if pending or relock:
-            _write(pending, name if relock else None)
+        if _current.pending or relock:
+            _write(_current.pending, name if relock else None)
     finally:
-        _open.clear()
+        _current = None
 
 
 def _write(entries: dict[str, dict[str, str]], drop: str | None) -> None:

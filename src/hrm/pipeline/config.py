@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import typing
 from dataclasses import dataclass
@@ -174,6 +175,10 @@ class Experiment:
     def module(self, verb: str) -> str:
         """The module offering `verb` for this experiment: its study's, but an import for `train`."""
         return studies.RELEASED_MODULES[verb] if verb == "train" and not self.trains else self.study.modules[verb]
+
+    def verb(self, verb: str) -> typing.Callable[..., typing.Any]:
+        """That module's `verb(params, name, seed)` (imports torch only now)."""
+        return getattr(importlib.import_module(self.module(verb)), verb)
 
     @property
     def world(self) -> int:

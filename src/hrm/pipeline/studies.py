@@ -2,7 +2,7 @@
 
 "Which study" is decided here, once, from a data set's name; the CLI, the stage table and the
 params validation look the answer up instead of branching. Each verb module named here offers
-the same function (`download(name, source)`, `build(name)`, `train(params, name, seed)`,
+the same function (`download(name, source, relock)`, `build(name)`, `train(params, name, seed)`,
 `evaluate(params, name, seed)`), so a verb runs any study the same way.
 No torch here: `hrm check`, `describe` and the stage table stay fast.
 """

@@ -30,8 +30,9 @@ from hrm.core.errors import ConfigError, DataError
 from hrm.core.locks import holding_run_lock
 from hrm.data.puzzles import stream
 from hrm.data.puzzles.layout import IDENTIFIERS
-from hrm.data.puzzles.released import ORIGIN, sha256_file
+from hrm.data.puzzles.released import ORIGIN
 from hrm.data.puzzles.sources import RELEASED, ReleasedCheckpoint
+from hrm.data.sourcelock import sha256_tree
 from hrm.models.authors import PREFIX, check_arch, hrm_name_map
 from hrm.models.registry import PuzzleHRMConfig, build_model, count_params
 from hrm.pipeline import studies
@@ -137,7 +138,7 @@ def train(params: Params, name: str, seed: int) -> Path:
     rows, mapping = puzzle_rows(ck, raw, data)
     expected = {k: v.shape for k, v in model.state_dict().items()}
     model.load_state_dict(convert(state, exp.model, expected, source, rows), strict=True)
-    files = {f: sha256_file(raw / f) for f in (*ck.files, *ck.optional) if (raw / f).is_file()}
+    files = {f: sha256_tree(raw / f) for f in (*ck.files, *ck.optional) if (raw / f).is_file()}
     origin = json.loads((raw / ORIGIN).read_text()) if (raw / ORIGIN).is_file() else {}
     released = {"repo": ck.repo, "revision": ck.revision, "sha256": files, "fetched_from": origin.get("files", {}),
                 "authors_data_path": config.get("data_path"), "arch": config["arch"], **mapping}

@@ -19,7 +19,7 @@ from pathlib import Path
 from hrm.core import paths
 from hrm.core.atomic import atomic_dir, write_json
 from hrm.core.errors import DataError
-from hrm.data.download import CHUNK, TIMEOUT_S, local_dirs, md5_of
+from hrm.data.download import CHUNK, TIMEOUT_S, local_dirs
 from hrm.data.puzzles.download import ORIGIN
 from hrm.data.puzzles.sources import RELEASED, ReleasedCheckpoint
 from hrm.data.sourcelock import recording, verified, verify_or_record
@@ -92,7 +92,3 @@ def download(name: str, source: Path | None = None, relock: bool = False) -> Pat
              f" ({', '.join(missing)}: not in the repo)" if missing else "")
     return raw
 
-
-
-def sha256_file(path: Path) -> str:
-    return md5_of(path, "sha256")
