@@ -27,9 +27,6 @@ from hrm.pipeline import studies
 from hrm.pipeline.config import Params, PuzzleRecipe
 from hrm.runtime.speed import apply_precision, attention
 
-# Test-set sizes the papers state (REFERENCE II.4), for a projection before the set is built here.
-PUBLISHED_TEST_EXAMPLES = {"sudoku-extreme-1k": 422_786, "maze-hard-1k": 1_000}
-
 
 def bench_evaluate(params: Params, name: str, examples: int | None = None, synthetic: bool = False,
                    save: bool = False) -> dict:
@@ -39,7 +36,7 @@ def bench_evaluate(params: Params, name: str, examples: int | None = None, synth
     data, real = load_data(exp, synthetic)
     n_test = len(data.test.inputs)
     n = min(examples or 4 * exp.recipe.eval_batch_size, n_test)
-    full = n_test if real else PUBLISHED_TEST_EXAMPLES.get(exp.dataset)
+    full = n_test if real else getattr(studies.ALL_DATASETS[exp.dataset], "published_test", None)
     device = resolve_device(params.runtime.device)
     model = build_model(exp.model, studies.shape(exp.dataset, data.num_ids))
     model.init_weights(torch.Generator().manual_seed(0))

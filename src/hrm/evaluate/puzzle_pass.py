@@ -45,9 +45,10 @@ EachBatch = Callable[[int, np.ndarray, torch.Tensor, torch.Tensor], None]
 
 def score_puzzles(model: torch.nn.Module, split: PuzzleSplit, batch: int, device: torch.device,
                   autocast: AbstractContextManager, segments: Iterable[int], each: EachBatch | None = None,
-                  on_batch: Callable[[int], None] | None = None) -> dict[int, dict[str, float]]:
+                  on_batch: Callable[[int], None] | None = None, pad: bool = False) -> dict[int, dict[str, float]]:
     """Exact and token accuracy of every test example after each segment count in `segments`
-    (`on_batch` with the number of examples after each batch)."""
+    (`on_batch` with the number of examples after each batch). `pad`: a compiled model's pass, whose
+    short last batch runs at the full batch shape (no recompilation; wasted work for any other model)."""
     was_training = model.training
     model.eval()
     wanted = set(segments)
@@ -57,7 +58,8 @@ def score_puzzles(model: torch.nn.Module, split: PuzzleSplit, batch: int, device
     tokens_total, n = 0, len(split.inputs)
     for start in range(0, n, batch):
         idx = np.arange(start, min(n, start + batch))
-        for m, pred, conf, y in predict_segments(model, split, idx, puzzle_of, device, autocast, wanted, batch):
+        for m, pred, conf, y in predict_segments(model, split, idx, puzzle_of, device, autocast, wanted,
+                                                 batch if pad else None):
             valid = y != IGNORE_LABEL
             right = (pred == y) & valid
             exact[m] += int((right.sum(-1) == valid.sum(-1)).sum())

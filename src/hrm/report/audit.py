@@ -82,9 +82,10 @@ ROUTES |= {
 
 
 # The authors' released checkpoints (REFERENCE II.4b): an import and one evaluation of the full test set.
-_RELEASED_TEST = {"sudoku-extreme-1k": "422,786 test puzzles", "maze-hard-1k": "1,000 test mazes",
+_RELEASED_TEST = {"sudoku-extreme-1k": "{n:,} test puzzles", "maze-hard-1k": "{n:,} test mazes",
                   "arc2": "augmented versions of the 120 evaluation tasks"}
-for _ds, _what in _RELEASED_TEST.items():
+for _ds, _text in _RELEASED_TEST.items():
+    _what = _text.format(n=studies.ALL_DATASETS[_ds].published_test)
     _repo = next(c for c in RELEASED.values() if c.dataset == _ds)
     ROUTES[f"{_ds}-hrm-released"] = Route(
         f"no training: one evaluation of the {_what} x 16 segments on one GPU (`hrm bench evaluate "

@@ -70,7 +70,7 @@ class PuzzleRun(Run):
         self.autocast = apply_precision(self.model, self.device, self.runtime.precision)
         r = self.recipe
         self.optimizer = AdamAtan2(list(self.model.parameters()), r.lr, r.betas, r.weight_decay, self.runtime.optimizer)
-        compile_model(self.model, self.runtime, self.device)
+        self.compiled = compile_model(self.model, self.runtime, self.device)
         self.ema = EMA(self.model, r.ema) if r.ema else None     # TRM: evaluation and model.pt use the average
         self.own_carry = cuda_graphs(self.runtime, self.device)
         # The training set on the device (runtime.data_on_device): a batch is then a gather there.
@@ -266,7 +266,7 @@ class PuzzleRun(Run):
         votes, _, each = arc_votes(self.data, [m_max]) if self.pool is not None else ({}, {}, None)
         with self.averaged():
             scores = score_puzzles(self.model, self.data.test, self.recipe.eval_batch_size, self.device,
-                                   self.autocast, (m_max,), each)[m_max]
+                                   self.autocast, (m_max,), each, pad=self.compiled)[m_max]
         if self.pool is not None:
             self.pool.merge(votes[m_max])
         s.history.append({"step": s.step, "batch": self.batches_done,

@@ -93,6 +93,7 @@ class PuzzleSet:
     tries_factor: int = 5              # ARC: at most augmentations * tries_factor draws
     canvas: int = 30                   # ARC: the square canvas every grid is drawn on (the paper's 30x30)
     seed: int = 0
+    published_test: int | None = None  # test examples of the published set (REFERENCE II.4), for projections
 
     @property
     def box(self) -> tuple[int, int]:
@@ -124,8 +125,9 @@ MAZE_HARD = CsvSource("maze-30x30-hard-1k", "maze-30x30-hard-1k", ("{split}_ques
 
 PUZZLES: dict[str, PuzzleSet] = {
     # The paper's settings (REFERENCE II.4): the authors' sampling of the 1,000 was unseeded.
-    "sudoku-extreme-1k": PuzzleSet("sudoku-extreme-1k", "sudoku", SUDOKU_EXTREME, 1000, 1000, seed=0),
-    "maze-hard-1k": PuzzleSet("maze-hard-1k", "maze", MAZE_HARD),
+    "sudoku-extreme-1k": PuzzleSet("sudoku-extreme-1k", "sudoku", SUDOKU_EXTREME, 1000, 1000, seed=0,
+                                   published_test=422_786),
+    "maze-hard-1k": PuzzleSet("maze-hard-1k", "maze", MAZE_HARD, published_test=1_000),
     "arc1": PuzzleSet("arc1", "arc", (ARC_AGI_1, CONCEPT_ARC), augmentations=1000, seed=42),
     "arc2": PuzzleSet("arc2", "arc", (ARC_AGI_2,), augmentations=1000, seed=42),
     # TRM's data (REFERENCE V.2): mazes with the 8 dihedral versions its paper describes (the authors'
