@@ -93,7 +93,7 @@ def _csv(name: str, src: CsvSource, old: Path, new: Path, dirs: list[Path]) -> d
             key = f"{name}/{split}.csv" if local.name == f"{split}.csv" else f"{name}/{local.name}"
             _check_csv(local, str(local))
             verify_or_record(key, local, str(local))
-            _link_or_copy(local, dest)
+            shutil.copyfile(local, dest)          # a copy: the user's file is never linked into data/raw
             origins[split] = str(local)
             continue
         kept = next((k for k in (f"{name}/{f}" for f in names) if verified(k, old / f"{split}.csv")), None)
