@@ -73,6 +73,7 @@ def test_learned_positions_replace_rope() -> None:
 
 
 def test_no_deep_supervision_makes_one_update_after_the_last_segment() -> None:
+    from hrm.runtime.speed import autocast
     from hrm.train.image import StepContext
 
     recipe = ImageRecipe(epochs=1, batch_size=4, eval_batch_size=4, lr=1e-3, weight_decay=0.0, betas=(0.9, 0.999),
@@ -86,7 +87,7 @@ def test_no_deep_supervision_makes_one_update_after_the_last_segment() -> None:
     for ds, updates in ((True, 3), (False, 1)):
         model = _image(deep_supervision=ds, train_segments=3)
         state = State()
-        ctx = StepContext(recipe, lambda s: 1e-3, state, torch.device("cpu"), "fp32", False)   # type: ignore[arg-type]
+        ctx = StepContext(recipe, lambda s: 1e-3, state, autocast(torch.device("cpu"), "fp32"), False)   # type: ignore[arg-type]
         opt = torch.optim.SGD(model.parameters(), lr=1e-3)
         hrm_image_step(model, x, y, opt, ctx)
         assert state.step == updates
@@ -99,7 +100,7 @@ def test_no_deep_supervision_makes_one_update_after_the_last_segment() -> None:
             carry = out.carry
         expected = torch.nn.functional.cross_entropy(out.logits, y)
     state = State()
-    ctx = StepContext(recipe, lambda s: 0.0, state, torch.device("cpu"), "fp32", False)   # type: ignore[arg-type]
+    ctx = StepContext(recipe, lambda s: 0.0, state, autocast(torch.device("cpu"), "fp32"), False)   # type: ignore[arg-type]
     loss, _ = hrm_image_step(model, x, y, torch.optim.SGD(model.parameters(), lr=0.0), ctx)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
@@ -155,3 +156,12 @@ def test_paper_runs_keep_their_hashes_and_ablations_are_experiments() -> None:
     raw["recipes"]["mnist-hrm"]["augment"] = "crop-flip"
     assert parse_params(raw, params.path).experiment("mnist-hrm").params_hash() != \
         params.experiment("mnist-hrm").params_hash()
+
+
+def test_every_ablation_family_has_its_table_row_and_its_paper_claim() -> None:
+    """A family is a name in params validation, a row of the report's FAMILIES and the paper's claim."""
+    from hrm.pipeline.config import ABLATIONS
+    from hrm.report.ablations import FAMILIES
+    from hrm.report.paper import CLAIMS
+
+    assert list(FAMILIES) == list(ABLATIONS) and set(CLAIMS) == set(ABLATIONS)

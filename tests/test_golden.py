@@ -22,6 +22,7 @@ from hrm.models.optim import adamw
 from hrm.models.registry import PuzzleHRMConfig, Shape, TRMConfig, build_model
 from hrm.pipeline import studies
 from hrm.pipeline.config import load_params
+from hrm.runtime.speed import autocast
 from hrm.train.image import StepContext, hrm_image_step, make_schedule
 
 FIXTURES = Path(os.environ.get("HRM_TEST_FIXTURES", Path(__file__).resolve().parents[2] / "shared/fixtures/reference"))
@@ -190,8 +191,8 @@ def test_image_hrm_one_training_step_matches_authors() -> None:
     r = exp.recipe
     optimizer = adamw(list(model.parameters()), r.lr, r.betas, r.eps, r.weight_decay)
     steps_per_epoch = 469   # ceil(60000 / 128), as the fixture's optimizer
-    ctx = StepContext(exp.recipe, make_schedule(exp, steps_per_epoch), RunState("golden"), torch.device("cpu"), "fp32",
-                      post_update_acc=False)
+    ctx = StepContext(exp.recipe, make_schedule(exp, steps_per_epoch), RunState("golden"),
+                      autocast(torch.device("cpu"), "fp32"), post_update_acc=False)
     np.testing.assert_allclose([ctx.schedule(0), ctx.schedule(1)], fx["lr_per_update"], rtol=1e-6)
     loss, hits = hrm_image_step(model, images, labels, optimizer, ctx)
     _close(loss, fx["train_one_batch_mean_loss"], "mean loss", IMAGE_TOL)

@@ -22,7 +22,7 @@ from hrm.core import paths
 from hrm.core.errors import ConfigError, HrmError, storage_error
 from hrm.data.puzzles.sources import RELEASED
 from hrm.pipeline import stages, studies
-from hrm.pipeline.config import ANALYSIS_MODELS, DEFAULT_PARAMS, SEED_LIMIT, Params, load_params
+from hrm.pipeline.config import DEFAULT_PARAMS, SEED_LIMIT, Params, analysis_models, load_params
 
 log = logging.getLogger("hrm")
 
@@ -123,7 +123,7 @@ def cmd_analyze(params: Params, args: argparse.Namespace) -> int:
     if args.kind not in exp.analyses:
         log.warning("%s is not in experiments.%s.analyses %s: this result is outside the DAG and its reports",
                     args.kind, args.experiment, list(exp.analyses))
-    models = ANALYSIS_MODELS[args.kind]
+    models = analysis_models(args.kind)
     if exp.model.kind not in models:
         raise ConfigError(f"analyze {args.kind}: needs a model of kind {' or '.join(models)}; experiment "
                           f"{args.experiment!r} has model kind {exp.model.kind}")

@@ -169,14 +169,14 @@ def test_corrupted_latest_checkpoint_falls_back_to_previous(project: Path, monke
 def test_nan_loss_stops_naming_the_step_and_keeps_the_checkpoint(project: Path, monkeypatch: pytest.MonkeyPatch,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     setup_run(project, epochs=3, batch_size=128, log_every=100)
-    real_step, batches = train.BATCH_STEPS["cnn"], []
+    real_step, batches = train.BATCH_STEPS[False], []
 
     def poisoned(*args):
         loss, hits = real_step(*args)
         batches.append(1)
         return (loss * float("nan") if len(batches) == 12 + 5 else loss), hits   # epoch 2, batch 5
 
-    monkeypatch.setitem(train.BATCH_STEPS, "cnn", poisoned)
+    monkeypatch.setitem(train.BATCH_STEPS, False, poisoned)
     assert main(["train", EXPERIMENT, "--seed", str(SEED)]) == 3
     err = capsys.readouterr().err
     assert "non-finite loss at epoch 2 batch 5" in err and "cross_entropy=nan" in err
@@ -191,7 +191,7 @@ def test_out_of_memory_names_experiment_batch_size_and_key(project: Path, monkey
     def oom(*args):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setitem(train.BATCH_STEPS, "cnn", oom)
+    monkeypatch.setitem(train.BATCH_STEPS, False, oom)
     assert main(["train", EXPERIMENT, "--seed", str(SEED)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "digits-tiny seed 0" in err[0] and "batch size 32" in err[0]

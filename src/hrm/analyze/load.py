@@ -3,11 +3,12 @@ training initialises it) and its test inputs, for either study, on the runtime's
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
-import numpy as np
 import torch
 
 from hrm.core.gpu import resolve_device
@@ -19,43 +20,33 @@ from hrm.pipeline.config import Experiment, Params
 
 @dataclass
 class Subject:
-    """A model with its test data; `batches` yields model-ready test batches and their labels."""
+    """A model with its test data; `batches` yields model-ready test batches and their labels, through the
+    study's test-set pass (the study table's "pass" module)."""
 
     exp: Experiment
     model: torch.nn.Module
-    data: Any                          # hrm.data.build.ImageData or hrm.data.puzzles.stream.PuzzleData
+    data: Any                          # what the pass module's load_data gives
     device: torch.device
     amp: Any
 
     @property
-    def puzzle(self) -> bool:
-        return self.exp.study.name == "puzzle"
+    def sequences(self) -> bool:
+        """Token sequences scored by exact match, halted by ACT (the puzzles), or one label per input."""
+        return self.exp.study.sequences
+
+    @property
+    def tests(self) -> ModuleType:
+        return importlib.import_module(self.exp.study.modules["pass"])
 
     def test_size(self) -> int:
-        return len(self.data.test.inputs) if self.puzzle else len(self.data.test_x)
+        return self.tests.test_size(self.data)
 
     def batches(self, examples: int, batch: int) -> Iterator[tuple[tuple[torch.Tensor, ...], torch.Tensor]]:
         """The first `examples` test examples: (model inputs, labels) per batch."""
-        if self.puzzle:
-            from hrm.data.puzzles import stream
-
-            puzzle_of = stream.example_puzzles(self.data.test)
-            for start in range(0, examples, batch):
-                x, y, pid = stream.tensors(self.data.test, np.arange(start, min(examples, start + batch)),
-                                           puzzle_of, self.device)
-                yield (x, pid), y
-        else:
-            from hrm.evaluate.image_pass import Normalizer
-
-            normalize = Normalizer(self.data, self.device)
-            for start in range(0, examples, batch):
-                x = torch.from_numpy(np.array(self.data.test_x[start:start + batch])).to(self.device)
-                y = torch.from_numpy(np.array(self.data.test_y[start:start + batch])).to(self.device)
-                yield (normalize(x),), y
+        return self.tests.test_batches(self.data, examples, batch, self.device)
 
     def initial_carry(self, inputs: tuple[torch.Tensor, ...]) -> Carry:
-        x = inputs[0]
-        return self.model.initial_carry(*x.shape) if self.puzzle else self.model.initial_carry(len(x))
+        return self.tests.initial_carry(self.model, inputs)
 
     def segment(self, carry: Carry, inputs: tuple[torch.Tensor, ...]) -> Any:
         with self.amp:
@@ -65,16 +56,8 @@ class Subject:
 def subject(params: Params, name: str, seed: int, trained: bool = True) -> Subject:
     exp = params.experiment(name)
     device = resolve_device(params.runtime.device)
-    if exp.study.name == "puzzle":
-        from hrm.data.puzzles import stream
-
-        data = stream.load(exp.dataset)
-        shape = studies.shape(exp.dataset, data.num_ids)
-    else:
-        from hrm.data import build as built
-
-        data = built.load(exp.dataset)
-        shape = studies.shape(exp.dataset)
-    run = load_run(params, exp, seed, shape, device, trained)
+    tests = importlib.import_module(exp.study.modules["pass"])
+    data = tests.load_data(exp.dataset)
+    run = load_run(params, exp, seed, studies.shape(exp.dataset, tests.puzzle_ids(data)), device, trained)
     run.model.eval()
     return Subject(exp, run.model, data, device, run.amp)

@@ -50,7 +50,7 @@ def spectrum(vectors: np.ndarray) -> np.ndarray:
 def states(s: Subject, examples: int) -> dict[str, np.ndarray]:
     """z_H and z_L token vectors after the last evaluation segment, (N, D) each."""
     c = s.exp.model
-    segments = c.halt_max_steps if s.puzzle else c.eval_segments
+    segments = c.halt_max_steps if s.sequences else c.eval_segments
     out: dict[str, list[np.ndarray]] = {"z_H": [], "z_L": []}
     for inputs, _ in s.batches(examples, BATCH):
         carry = s.initial_carry(inputs)
@@ -73,7 +73,7 @@ def measure(s: Subject, examples: int) -> dict[str, Any]:
 
 def analyze(params: Params, name: str, seed: int) -> Path:
     trained = subject(params, name, seed, trained=True)
-    tokens = trained.model.seq_len if not trained.puzzle else trained.data.test.inputs.shape[1] + 1
+    tokens = trained.model.seq_len if not trained.sequences else trained.data.test.inputs.shape[1] + 1
     examples = min(trained.test_size(), max(1, MAX_VECTORS // tokens))
     result: dict[str, Any] = {"experiment": name, "seed": seed, "examples": examples, "tokens_per_example": tokens,
                               "dimension": trained.exp.model.hidden}

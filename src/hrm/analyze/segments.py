@@ -50,7 +50,7 @@ def trace(s: Subject, segments: int, halt_max: int | None) -> dict[str, Any]:
             out = s.segment(carry, inputs)
             carry = out.carry
             pred = out.logits.argmax(-1)
-            if s.puzzle:
+            if s.sequences:
                 valid = y != IGNORE_LABEL
                 right = (pred == y) & valid
                 ok = right.sum(-1) == valid.sum(-1)
@@ -67,7 +67,7 @@ def trace(s: Subject, segments: int, halt_max: int | None) -> dict[str, Any]:
             halting.append(halt_at.cpu().numpy())
             at_halt += int(right_at_halt.sum())
     result: dict[str, Any] = {"segments": list(range(1, segments + 1)), "accuracy": (exact / n).tolist()}
-    if s.puzzle:
+    if s.sequences:
         result["token_accuracy"] = (tokens_right / max(1, tokens_total)).tolist()
     if halt_max is not None:
         steps = np.concatenate(halting)
@@ -81,14 +81,14 @@ def trace(s: Subject, segments: int, halt_max: int | None) -> dict[str, Any]:
 def analyze(params: Params, name: str, seed: int) -> Path:
     s = subject(params, name, seed)
     c = s.exp.model
-    if s.puzzle:
+    if s.sequences:
         halt_max = c.halt_max_steps
         segments = max([*s.exp.recipe.eval_halt_steps, halt_max])
     else:
         halt_max, segments = None, 2 * c.eval_segments
     result = {"experiment": name, "seed": seed, "test_examples": s.test_size(),
               "trained_segments": halt_max or c.eval_segments,
-              "metric": "exact accuracy per example, no voting" if s.puzzle else "top-1 accuracy",
+              "metric": "exact accuracy per example, no voting" if s.sequences else "top-1 accuracy",
               **trace(s, segments, halt_max), "provenance": provenance.record(s.exp.params_hash())}
     g = s.exp.group
     draw(result, f"{name} seed {seed}", paths.analysis_figure(g, name, seed, "segments"))

@@ -31,6 +31,7 @@ from hrm.core.errors import DataError, HrmError
 from hrm.core.gpu import GpuMonitor, synchronize
 from hrm.data import build as built
 from hrm.data.formats import read_mnist
+from hrm.models.registry import MODELS as REGISTRY
 from hrm.pipeline import studies
 from hrm.pipeline.config import parse_params
 
@@ -48,19 +49,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 CPU_VARIANTS = ("fp32", "flash", "math", "fused", "loop", "compile", "data-on-device")
 
-_BLOCK = {"norm_eps": 1e-5, "rope_base": 10000, "hidden": 32, "heads": 2, "mlp_inner": 64}
-_IMAGE = {"mlp": "geglu", "norm_gain": True, "rope": "interleaved"}
-_PUZZLE = {"mlp": "swiglu", "norm_gain": False, "rope": "half"}
-MODELS = {   # tiny versions of every model kind
-    "cnn": {"kind": "cnn", "widths": [8, 16], "convs_per_stage": 1, "bn_momentum": 0.1, "bn_eps": 1e-5},
-    "hrm-image": {"kind": "hrm-image", **_BLOCK, **_IMAGE, "low_layers": 1, "high_layers": 1, "high_cycles": 2,
-                  "low_steps": 2, "patch": 7, "train_segments": 2, "eval_segments": 2},
-    "hrm-puzzle": {"kind": "hrm-puzzle", **_BLOCK, **_PUZZLE, "low_layers": 1, "high_layers": 1, "high_cycles": 2,
-                   "low_steps": 2, "halt_max_steps": 4, "halt_exploration": 0.1},
-    "transformer-puzzle": {"kind": "transformer-puzzle", **_BLOCK, **_PUZZLE, "layers": 2},
-    "trm-puzzle": {"kind": "trm-puzzle", **_BLOCK, **_PUZZLE, "layers": 2, "recursions": 2, "latent_steps": 2,
-                   "mixer": "attention", "puzzle_prefix": 4, "halt_max_steps": 4, "halt_exploration": 0.1},
-}
+
+def tiny_models() -> dict[str, dict[str, Any]]:
+    """A tiny version of every model kind (each kind's row in the model registry holds its own)."""
+    return {kind: {"kind": kind, **entry.tiny} for kind, entry in REGISTRY.items()}
+
+
 IMAGE_RECIPE = {"epochs": 1, "batch_size": 64, "eval_batch_size": 64, "lr": 1e-3, "weight_decay": 1e-4,
                 "betas": [0.9, 0.999], "eps": 1e-8, "grad_clip": 1.0, "warmup_epochs": 0, "lr_floor": 0.0,
                 "label_smoothing": 0.0, "train_acc": "pre_update"}
@@ -75,11 +69,11 @@ def check_params(base: dict[str, Any], runtime: dict[str, Any]) -> Any:
     raw = copy.deepcopy(base)
     raw["runtime"] |= runtime
     raw["recipes"] |= {"check-image": IMAGE_RECIPE, "check-puzzle": PUZZLE_RECIPE}
-    raw["models"] |= {f"check-{k}": v for k, v in MODELS.items()}
+    raw["models"] |= {f"check-{k}": v for k, v in tiny_models().items()}
     raw["experiments"] = {f"check-{k}": {
         "group": "demo", "model": f"check-{k}", "seeds": [0],
-        **({"dataset": "mnist", "recipe": "check-image", "mode": "faithful"} if k in ("cnn", "hrm-image")
-           else {"dataset": PUZZLE_SET, "recipe": "check-puzzle"})} for k in MODELS}
+        **({"dataset": "mnist", "recipe": "check-image", "mode": "faithful"} if REGISTRY[k].study == "image"
+           else {"dataset": PUZZLE_SET, "recipe": "check-puzzle"})} for k in REGISTRY}
     return parse_params(raw, Path("<gpu-check>"))
 
 
@@ -118,17 +112,18 @@ def agree(reference: list[float], got: list[float], tol: float) -> bool:
         math.isfinite(g) and abs(g - r) <= tol * max(abs(r), 1e-3) for r, g in zip(reference, got))
 
 
-def compare(base: dict[str, Any], device: str, variants: tuple[str, ...], kinds: tuple[str, ...] = tuple(MODELS),
+def compare(base: dict[str, Any], device: str, variants: tuple[str, ...], kinds: tuple[str, ...] | None = None,
             overrides: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """One row per (kind, variant): the reference losses (CPU, fp32, all off), the variant's, and whether
     they agree. `overrides` adds named variants (the tests use it to show a wrong step is caught)."""
     from hrm.data.puzzles.stream import synthetic as synthetic_puzzles
 
     table = VARIANTS | (overrides or {})
+    kinds = tuple(REGISTRY) if kinds is None else kinds
     data = {"image": mnist(), "puzzle": synthetic_puzzles(PUZZLE_SET, 256)}
     rows = []
     for kind in kinds:
-        d = data["image" if kind in ("cnn", "hrm-image") else "puzzle"]
+        d = data[REGISTRY[kind].study]
         reference = losses(check_params(base, OFF), kind, d)
         for name in variants:
             change = table[name]

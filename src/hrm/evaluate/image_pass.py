@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,3 +40,29 @@ def predict(model: torch.nn.Module, x: torch.Tensor, normalize: Normalizer, batc
                 on_batch()
     model.train(was_training)
     return torch.cat(preds)
+
+
+# The analyses' view of a study's test set (hrm.analyze.load reads it through the study table's "pass").
+load_data = built.load
+
+
+def test_size(data: built.ImageData) -> int:
+    return len(data.test_x)
+
+
+def test_batches(data: built.ImageData, examples: int, batch: int, device: torch.device
+                 ) -> Iterator[tuple[tuple[torch.Tensor, ...], torch.Tensor]]:
+    """The first `examples` test images, normalised: ((images,), labels) per batch."""
+    normalize = Normalizer(data, device)
+    for start in range(0, examples, batch):
+        x = torch.from_numpy(np.array(data.test_x[start:start + batch])).to(device)
+        y = torch.from_numpy(np.array(data.test_y[start:start + batch])).to(device)
+        yield (normalize(x),), y
+
+
+def initial_carry(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> Any:
+    return model.initial_carry(len(inputs[0]))
+
+
+def puzzle_ids(data: built.ImageData) -> int:
+    return 1                                     # images carry no puzzle identifiers

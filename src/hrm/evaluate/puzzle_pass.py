@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,3 +74,28 @@ def score_puzzles(model: torch.nn.Module, split: PuzzleSplit, batch: int, device
     model.train(was_training)
     return {m: {"exact_acc": exact[m] / n, "token_acc": tokens_right[m] / max(1, tokens_total)}
             for m in sorted(wanted)}
+
+
+# The analyses' view of a study's test set (hrm.analyze.load reads it through the study table's "pass").
+load_data = stream.load
+
+
+def test_size(data: stream.PuzzleData) -> int:
+    return len(data.test.inputs)
+
+
+def test_batches(data: stream.PuzzleData, examples: int, batch: int, device: torch.device
+                 ) -> Iterator[tuple[tuple[torch.Tensor, ...], torch.Tensor]]:
+    """The first `examples` test examples: ((tokens, puzzle ids), labels) per batch."""
+    puzzle_of = stream.example_puzzles(data.test)
+    for start in range(0, examples, batch):
+        x, y, pid = stream.tensors(data.test, np.arange(start, min(examples, start + batch)), puzzle_of, device)
+        yield (x, pid), y
+
+
+def initial_carry(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> Any:
+    return model.initial_carry(*inputs[0].shape)
+
+
+def puzzle_ids(data: stream.PuzzleData) -> int:
+    return data.num_ids

@@ -4,7 +4,8 @@ Every kind, image or puzzle, is built here from its config and a `Shape` (the fe
 a model needs), so no model imports a data module and no verb builds a model its own way.
 The formulas let `hrm describe` report exact trainable parameter counts without importing torch
 (~3 s here); tests check that each formula equals the count of the model it builds.
-Add a model by adding its config class, its module (with `build(cfg, shape)`) and its formula.
+Add a model kind by adding its config class, its module (with `build(cfg, shape)`), its formula and its
+row in MODELS: the studies, the analyses, the ablation tables and the speed check read the row.
 """
 
 from __future__ import annotations
@@ -268,19 +269,43 @@ def _puzzle_params(c: PuzzleModelConfig, data: Shape) -> int:
 
 @dataclass(frozen=True)
 class ModelEntry:
+    """Everything the pipeline knows about a model kind, in one row: add a kind here (plus its params)."""
+
     config: type
     module: str                                      # imported lazily: it imports torch
     count: Callable[[Any, Shape], int]
+    study: Literal["image", "puzzle"]                # which study's data, trainer and evaluation it runs under
+    label: str                                       # its name in the ablation tables and figures
+    two_states: bool                                 # z_H and z_L with segments: `hrm analyze` applies
+    ema: bool                                        # its paper recipe averages the weights (TRM)
+    segments: bool                                   # image models: trained segment by segment (deep supervision)
+    tiny: dict[str, Any]                             # a tiny version (the speed options' check, `make gpu-check`)
 
 
+_BLOCK = {"norm_eps": 1e-5, "rope_base": 10000, "hidden": 32, "heads": 2, "mlp_inner": 64}
+_IMAGE = {"mlp": "geglu", "norm_gain": True, "rope": "interleaved"}
+_PUZZLE = {"mlp": "swiglu", "norm_gain": False, "rope": "half"}
 MODELS: dict[str, ModelEntry] = {
-    "cnn": ModelEntry(CNNConfig, "hrm.models.cnn", _cnn_params),
-    "hrm-image": ModelEntry(ImageHRMConfig, "hrm.models.hrm", _image_hrm_params),
-    "hrm-puzzle": ModelEntry(PuzzleHRMConfig, "hrm.models.hrm", _puzzle_params),
-    "transformer-puzzle": ModelEntry(PuzzleTransformerConfig, "hrm.models.hrm", _puzzle_params),
-    "trm-puzzle": ModelEntry(TRMConfig, "hrm.models.hrm", _puzzle_params),
+    "cnn": ModelEntry(CNNConfig, "hrm.models.cnn", _cnn_params, "image", "CNN", two_states=False, ema=False,
+                      segments=False, tiny={"widths": [8, 16], "convs_per_stage": 1, "bn_momentum": 0.1,
+                                            "bn_eps": 1e-5}),
+    "hrm-image": ModelEntry(ImageHRMConfig, "hrm.models.hrm", _image_hrm_params, "image", "HRM", two_states=True,
+                            ema=False, segments=True, tiny={
+                                **_BLOCK, **_IMAGE, "low_layers": 1, "high_layers": 1, "high_cycles": 2,
+                                "low_steps": 2, "patch": 7, "train_segments": 2, "eval_segments": 2}),
+    "hrm-puzzle": ModelEntry(PuzzleHRMConfig, "hrm.models.hrm", _puzzle_params, "puzzle", "HRM", two_states=True,
+                             ema=False, segments=False, tiny={
+                                 **_BLOCK, **_PUZZLE, "low_layers": 1, "high_layers": 1, "high_cycles": 2,
+                                 "low_steps": 2, "halt_max_steps": 4, "halt_exploration": 0.1}),
+    "transformer-puzzle": ModelEntry(PuzzleTransformerConfig, "hrm.models.hrm", _puzzle_params, "puzzle",
+                                     "transformer", two_states=False, ema=False, segments=False,
+                                     tiny={**_BLOCK, **_PUZZLE, "layers": 2}),
+    "trm-puzzle": ModelEntry(TRMConfig, "hrm.models.hrm", _puzzle_params, "puzzle", "TRM", two_states=True,
+                             ema=True, segments=False, tiny={
+                                 **_BLOCK, **_PUZZLE, "layers": 2, "recursions": 2, "latent_steps": 2,
+                                 "mixer": "attention", "puzzle_prefix": 4, "halt_max_steps": 4,
+                                 "halt_exploration": 0.1}),
 }
-MODEL_CONFIGS = {kind: entry.config for kind, entry in MODELS.items()}
 
 
 def build_model(cfg: ModelConfig, data: Shape) -> nn.Module:

@@ -21,18 +21,24 @@ import yaml
 from hrm.core import paths
 from hrm.core.errors import ConfigError
 from hrm.core.fields import closest, identity, parse_section, spec, type_name
-from hrm.models.registry import MODEL_CONFIGS, ModelConfig
+from hrm.models.registry import MODELS, ModelConfig
 from hrm.pipeline import studies
 
 DEFAULT_PARAMS = Path("params.yaml")
-# `hrm analyze` kinds (hrm.analyze) and the model kinds each applies to: both need an HRM's two states.
-ANALYSIS_MODELS: dict[str, tuple[str, ...]] = {"pr": ("hrm-image", "hrm-puzzle", "trm-puzzle"),
-                                               "segments": ("hrm-image", "hrm-puzzle", "trm-puzzle")}
+
+
+def analysis_models(analysis: str) -> tuple[str, ...]:
+    """The model kinds an `hrm analyze` kind applies to: every one needs an HRM's two states (the
+    registry's two_states; read live, so a kind added to the registry is one edit)."""
+    if analysis not in studies.ANALYSES:
+        raise ConfigError(f"analysis {analysis!r} is unknown; known: {', '.join(studies.ANALYSES)}")
+    return tuple(kind for kind, entry in MODELS.items() if entry.two_states)
+
 # Ablation families (REFERENCE II.5-II.6, I.7): experiments labelled with one are tabulated and drawn
 # together by the report; the label changes no run.
 ABLATIONS = ("depth", "supervision", "arc-augmentations", "image", "trm")
-Ablation = Literal["depth", "supervision", "arc-augmentations", "image", "trm"]
-Analysis = Literal["pr", "segments"]
+Ablation = Literal[ABLATIONS]                        # type: ignore[valid-type]  # the fields' allowed values
+Analysis = Literal[tuple(studies.ANALYSES)]          # type: ignore[valid-type]
 
 
 # --------------------------------------------------------------------------- sections
@@ -236,10 +242,10 @@ def _named_sections(cls_for: typing.Callable[[str, Any], type], data: Any, where
 
 def _model_class(name: str, body: Any) -> type:
     kind = body.get("kind") if isinstance(body, dict) else None
-    if not isinstance(kind, str) or kind not in MODEL_CONFIGS:
-        raise ConfigError(f"models.{name}.kind: got {kind!r}{closest(str(kind), MODEL_CONFIGS)}; "
-                          f"allowed: {', '.join(MODEL_CONFIGS)}")
-    return MODEL_CONFIGS[kind]
+    if not isinstance(kind, str) or kind not in MODELS:
+        raise ConfigError(f"models.{name}.kind: got {kind!r}{closest(str(kind), MODELS)}; "
+                          f"allowed: {', '.join(MODELS)}")
+    return MODELS[kind].config
 
 
 def _recipe_class(name: str, body: Any) -> type:
@@ -277,7 +283,7 @@ def _resolve(name: str, s: ExperimentSpec, models: dict[str, ModelConfig],
     if len(set(s.seeds)) != len(s.seeds):
         raise ConfigError(f"{where}.seeds: got {list(s.seeds)}; seeds must be distinct")
     for kind in s.analyses:
-        kinds = ANALYSIS_MODELS[kind]
+        kinds = analysis_models(kind)
         if model.kind not in kinds:
             raise ConfigError(f"{where}.analyses: {kind!r} needs a model of kind {' or '.join(kinds)}; "
                               f"model {s.model!r} is of kind {model.kind}")

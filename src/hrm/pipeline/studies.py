@@ -20,11 +20,11 @@ from hrm.core.errors import ConfigError
 from hrm.core.fields import closest
 from hrm.data.puzzles.sources import PUZZLES
 from hrm.data.sources import DATASETS
-from hrm.models.registry import Shape
+from hrm.models.registry import MODELS, Shape
 
-VERBS = ("download", "build", "train", "evaluate")
 # The analyses of a trained run (`hrm analyze KIND`): kind -> (module offering `analyze(params, name, seed)`,
-# what it measures); the model kinds each applies to: hrm.pipeline.config.ANALYSIS_MODELS.
+# what it measures). Both read an HRM's two states through its segments: they apply to the model kinds
+# whose registry row says two_states (hrm.pipeline.config.analysis_models).
 ANALYSES: dict[str, tuple[str, str]] = {
     "pr": ("hrm.analyze.pr", "participation ratio of z_H and z_L, trained and untrained (HRM paper, II.5)"),
     "segments": ("hrm.analyze.segments", "accuracy after each segment and the halting-step distribution (ACT)"),
@@ -43,16 +43,24 @@ RELEASED_MODULES = {"download": "hrm.data.puzzles.released", "train": "hrm.train
 @dataclass(frozen=True)
 class Study:
     name: str
+    title: str                                   # its heading on the audit page
     paper: str                                   # the study's source (REFERENCE section)
     datasets: Mapping[str, Any]                  # name -> hrm.data.sources.Dataset | PuzzleSet
-    modules: Mapping[str, str]                   # verb -> module offering the verb's function
-    model_kinds: tuple[str, ...]
+    modules: Mapping[str, str]                   # verb -> module offering the verb's function; "pass": the
+                                                 # test-set pass, whose load_data/test_batches analyses read
     recipe_kind: str | None                      # the `kind` its recipes carry (None: no kind key)
     modes: tuple[str, ...]                       # fidelity modes its code reads; () = no `mode` key
     figures: tuple[str, ...]                     # per-run figures `evaluate` draws
     plot_data: tuple[str, ...]                   # per-run data series `evaluate` writes for `dvc plots`
     predictions: bool                            # `evaluate` writes predictions.json
+    sequences: bool                              # one output per input token, scored by exact match, halted by
+                                                 # ACT up to halt_max_steps (else one label per input, eval_segments)
     shape: Callable[[Any, int], Shape]           # (data-set spec, puzzle ids) -> what a model needs
+
+    @property
+    def model_kinds(self) -> tuple[str, ...]:
+        """The model kinds the registry files under this study (hrm.models.registry.MODELS is their one home)."""
+        return tuple(kind for kind, entry in MODELS.items() if entry.study == self.name)
 
     def verb(self, verb: str) -> Callable[..., Any]:
         """The verb's function (imports its module, and torch with it, only now)."""
@@ -61,18 +69,21 @@ class Study:
 
 STUDIES: dict[str, Study] = {
     "image": Study(
-        name="image", paper="REFERENCE I (Mantzaris, arXiv 2510.03598)", datasets=DATASETS,
+        name="image", title="Study I: image classification", paper="REFERENCE I (Mantzaris, arXiv 2510.03598)",
+        datasets=DATASETS,
         modules={"download": "hrm.data.download", "build": "hrm.data.build", "train": "hrm.train.image",
-                 "evaluate": "hrm.evaluate.image"},
-        model_kinds=("cnn", "hrm-image"), recipe_kind=None, modes=("faithful", "corrected"),
-        figures=paths.FIGURES, plot_data=paths.PLOT_DATA_FILES, predictions=False,
+                 "evaluate": "hrm.evaluate.image", "pass": "hrm.evaluate.image_pass"},
+        recipe_kind=None, modes=("faithful", "corrected"),
+        figures=paths.FIGURES, plot_data=paths.PLOT_DATA_FILES, predictions=False, sequences=False,
         shape=lambda d, ids: Shape(classes=d.classes, image_shape=d.image_shape)),
     "puzzle": Study(
-        name="puzzle", paper="REFERENCE II (Wang et al., arXiv 2506.21734)", datasets=PUZZLES,
+        name="puzzle", title="Study II: reasoning puzzles", paper="REFERENCE II (Wang et al., arXiv 2506.21734)",
+        datasets=PUZZLES,
         modules={"download": "hrm.data.puzzles.download", "build": "hrm.data.puzzles.build",
-                 "train": "hrm.train.puzzle", "evaluate": "hrm.evaluate.puzzle"},
-        model_kinds=("hrm-puzzle", "transformer-puzzle", "trm-puzzle"), recipe_kind="puzzle", modes=(),
-        figures=paths.PUZZLE_FIGURES, plot_data=paths.PUZZLE_PLOT_DATA_FILES, predictions=True,
+                 "train": "hrm.train.puzzle", "evaluate": "hrm.evaluate.puzzle",
+                 "pass": "hrm.evaluate.puzzle_pass"},
+        recipe_kind="puzzle", modes=(),
+        figures=paths.PUZZLE_FIGURES, plot_data=paths.PUZZLE_PLOT_DATA_FILES, predictions=True, sequences=True,
         shape=lambda d, ids: Shape(classes=d.classes, seq_len=d.seq_len, puzzle_ids=ids)),
 }
 # A live view (not a copy): tests may add a data set to a study's table.

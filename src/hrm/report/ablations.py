@@ -24,16 +24,12 @@ import polars as pl  # noqa: E402
 from hrm.core import paths  # noqa: E402
 from hrm.core.atomic import atomic_dir, write_text  # noqa: E402
 from hrm.core.errors import DataError  # noqa: E402
-from hrm.models.registry import effective_depth  # noqa: E402
+from hrm.models.registry import MODELS, effective_depth  # noqa: E402
 from hrm.pipeline.config import ABLATIONS, Experiment, Params  # noqa: E402
 from hrm.pipeline.studies import ALL_DATASETS  # noqa: E402
 from hrm.report.paper import CLAIMS, PR_PAPER, TRM_SWITCHES  # noqa: E402
 from hrm.report.tables import RunResult, collect, markdown_table, run_status  # noqa: E402
 
-TITLES = {"depth": "Depth scaling (REFERENCE II.5)", "supervision": "Deep supervision: segments trained (II.6)",
-          "arc-augmentations": "ARC augmentations at build time, voting on and off (II.6)",
-          "image": "The image study's follow-ups (I.7)",
-          "trm": "TRM's design choices as switches, on Sudoku, for TRM and HRM (V.4)"}
 BASELINE = "none (the paper's model and recipe)"
 CSV_COLUMNS = ("section", "experiment", "seed", "setting", "metric", "value", "status", "commit", "date")
 
@@ -64,29 +60,48 @@ def changes(e: Experiment) -> str:
     found = {**switches(e.model), **switches(e.recipe)}
     found.pop("ema", None)
     ema = getattr(e.recipe, "ema", 0.0)          # puzzle recipes only
-    if (ema > 0) != (e.model.kind in EMA_KINDS):
+    if (ema > 0) != MODELS[e.model.kind].ema:
         found["ema"] = ema or "off"
     return ", ".join(f"{k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in found.items())
 
 
 def depth_family(exp: Experiment) -> str:
-    if exp.model.kind == "transformer-puzzle":
-        return "recurrent transformer" if exp.model.repeats > 1 else "transformer"
-    return "HRM"
+    """The model's label, a transformer stack applied several times with shared weights marked recurrent."""
+    label = MODELS[exp.model.kind].label
+    return f"recurrent {label}" if getattr(exp.model, "repeats", 1) > 1 else label
 
 
-# family -> (x label, x of an experiment, series of an experiment)
-AXES: dict[str, tuple[str, Callable[[Experiment], Any], Callable[[Experiment], str]]] = {
-    "depth": ("effective depth (blocks per segment)", lambda e: effective_depth(e.model), depth_family),
-    "supervision": ("segments trained (M_max)", lambda e: getattr(e.model, "halt_max_steps", 1),
-                    lambda e: e.model.kind),
-    "arc-augmentations": ("augmented versions per task", lambda e: ALL_DATASETS[e.dataset].augmentations,
-                          lambda e: "HRM"),
-    "image": ("change from the paper's setting", lambda e: changes(e) or BASELINE, lambda e: e.model.kind),
-    "trm": ("change from the model's paper setting", lambda e: changes(e) or BASELINE,
-            lambda e: {"trm-puzzle": "TRM", "hrm-puzzle": "HRM"}.get(e.model.kind, e.model.kind)),
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """An ablation family (the `ablations` labels of params.yaml, hrm.pipeline.config.ABLATIONS): how the
+    report tabulates and draws its runs. The paper's claim for it is hrm.report.paper.CLAIMS[name]."""
+
+    title: str
+    axis: str                                        # what varies across its runs
+    x_of: Callable[[Experiment], Any]
+    series_of: Callable[[Experiment], str]
+    columns: tuple[str, ...] = ()                    # extra table columns (keys of a row, see family_rows)
+    bars: bool = False                               # one bar per setting, each model's baseline first
+    log_x: bool = False
+
+
+FAMILIES: dict[str, Family] = {
+    "depth": Family("Depth scaling (REFERENCE II.5)", "effective depth (blocks per segment)",
+                    lambda e: effective_depth(e.model), depth_family),
+    "supervision": Family("Deep supervision: segments trained (II.6)", "segments trained (M_max)",
+                          lambda e: getattr(e.model, "halt_max_steps", 1), lambda e: e.model.kind),
+    "arc-augmentations": Family("ARC augmentations at build time, voting on and off (II.6)",
+                                "augmented versions per task", lambda e: ALL_DATASETS[e.dataset].augmentations,
+                                lambda e: "HRM", columns=("one view", "voted pass@1"), log_x=True),
+    "image": Family("The image study's follow-ups (I.7)", "change from the paper's setting",
+                    lambda e: changes(e) or BASELINE, lambda e: e.model.kind, bars=True),
+    "trm": Family("TRM's design choices as switches, on Sudoku, for TRM and HRM (V.4)",
+                  "change from the model's paper setting", lambda e: changes(e) or BASELINE,
+                  lambda e: MODELS[e.model.kind].label, columns=("paper",), bars=True),
 }
-EMA_KINDS = ("trm-puzzle",)           # model kinds whose paper recipe averages the weights
+COLUMN_LABELS = {"one view": "pass@1, one view, no voting (%)", "voted pass@1": "pass@1, voted (%)",
+                 "paper": "TRM paper, Sudoku-Extreme (%)"}
+
 
 
 def _score(r: RunResult) -> float | None:
@@ -98,22 +113,22 @@ def _pct(value: Any) -> float | None:
 
 
 def family_rows(results: list[RunResult], family: str) -> list[dict[str, Any]]:
-    label, x_of, series_of = AXES[family]
+    f = FAMILIES[family]
     rows = []
     for r in results:
         if family not in r.exp.ablations:
             continue
-        row = {"run": r.name, "series": series_of(r.exp), "x": x_of(r.exp), "metric": r.headline()[0],
+        row = {"run": r.name, "series": f.series_of(r.exp), "x": f.x_of(r.exp), "metric": r.headline()[0],
                "value": _score(r), "status": run_status(r.metrics), "result": r}
-        if family == "arc-augmentations":
+        if "one view" in f.columns:
             a = r.at_trained
             row["one view"] = _pct(a.get("one_view_pass@1"))
             row["voted pass@1"] = _pct(a.get("pass@1"))
-        if family == "trm":
+        if "paper" in f.columns:
             change = "" if row["x"] == BASELINE else row["x"]
             row["paper"] = TRM_SWITCHES.get(change) if row["series"] == "TRM" else None
         rows.append(row)
-    if family in ("image", "trm"):     # each model's baseline first, then its variants
+    if f.bars:                         # each model's baseline first, then its variants
         return sorted(rows, key=lambda x: (x["series"], x["x"] != BASELINE, x["x"]))
     return sorted(rows, key=lambda x: (x["series"], x["x"]))
 
@@ -157,9 +172,9 @@ def save(fig: plt.Figure, path: Path) -> None:
 
 
 def draw_family(family: str, rows: list[dict[str, Any]], scale: str, path: Path) -> None:
-    label = AXES[family][0]
+    f = FAMILIES[family]
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    if family in ("image", "trm"):
+    if f.bars:
         done = [r for r in rows if r["value"] is not None]
         names = [f"{r['series']}\n{r['x']}" for r in done]
         ax.barh(range(len(done)), [r["value"] for r in done])
@@ -170,14 +185,15 @@ def draw_family(family: str, rows: list[dict[str, Any]], scale: str, path: Path)
             pts = [(r["x"], r["value"]) for r in rows if r["series"] == series and r["value"] is not None]
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=f"{series} ({rows[0]['metric']})")
-        if family == "arc-augmentations":
+        if "one view" in f.columns:
             pts = [(r["x"], r["one view"]) for r in rows if r.get("one view") is not None]
             if pts:
-                ax.plot(*zip(*pts), marker="s", ls=":", label="pass@1, one view, no voting (%)")
+                ax.plot(*zip(*pts), marker="s", ls=":", label=COLUMN_LABELS["one view"])
+        if f.log_x:
             ax.set_xscale("log")
-        ax.set(xlabel=label, ylabel="test score (%)")
+        ax.set(xlabel=f.axis, ylabel="test score (%)")
         ax.legend(fontsize=7)
-    ax.set_title(f"{TITLES[family]} ({scale})", fontsize=9)
+    ax.set_title(f"{f.title} ({scale})", fontsize=9)
     ax.grid(alpha=0.3)
     save(fig, path)
 
@@ -245,16 +261,14 @@ def tables(params: Params, group: str) -> list[Path]:
             lines += ["", "Figure: `figures/pr.png`; spectra per run: `runs/<run>/seed<s>/analysis/pr.png`."]
         for family in ABLATIONS:
             rows = family_rows(results, family)
-            lines += ["", f"## {TITLES[family]}", "", f"Paper: {CLAIMS[family]}.", ""]
+            f = FAMILIES[family]
+            lines += ["", f"## {f.title}", "", f"Paper: {CLAIMS[family]}.", ""]
             if not rows:
                 lines.append("No experiment of this group carries this label.")
                 continue
-            extra = {"arc-augmentations": ["one view", "voted pass@1"], "trm": ["paper"]}.get(family, [])
-            labels = {"one view": "pass@1, one view, no voting (%)", "voted pass@1": "pass@1, voted (%)",
-                      "paper": "TRM paper, Sudoku-Extreme (%)"}
-            lines += markdown_table(["run", "series", AXES[family][0], "metric", "ours", *[labels[k] for k in extra],
+            lines += markdown_table(["run", "series", f.axis, "metric", "ours", *[COLUMN_LABELS[k] for k in f.columns],
                                      "status"], [[r["run"], r["series"], r["x"], r["metric"], r["value"],
-                                                  *[r[k] for k in extra], r["status"]] for r in rows])
+                                                  *[r[k] for k in f.columns], r["status"]] for r in rows])
             if any(r["value"] is not None for r in rows):
                 draw_family(family, rows, scale, folder / f"{family}.png")
                 lines += ["", f"Figure: `figures/{family}.png`."]

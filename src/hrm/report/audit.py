@@ -231,10 +231,10 @@ def audit_page(params: Params) -> str:
              "costs and the data it fetches are listed under each table), or **not reproducible here**, with the "
              f"reason. Sources: {SOURCE}.", ""]
     header = ["experiment", "metric", "paper", "here", "difference", "status"]
-    for study, title in (("image", "Study I: image classification"), ("puzzle", "Study II: reasoning puzzles")):
-        lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for study in studies.STUDIES.values():
+        lines += [f"## {study.title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         exps = [params.experiments[n] for n in PAPER if n in params.experiments
-                and params.experiments[n].study.name == study]
+                and params.experiments[n].study is study]
         for exp in exps:
             for key, published in PAPER[exp.name].items():
                 if key in ("params", "test_acc") or key in RUN_KEYS:
@@ -258,7 +258,7 @@ def analyses_section(params: Params, results: list[RunResult]) -> list[str]:
                 f"untrained {cells[4]:.2f} / {cells[5]:.2f})" for r, cells in ablations.pr_rows("paper", results)
                 if cells[1] is not None]
     pending = [f"`dvc repro analyze-pr-{stages.run_name(e, s)}`" for e in params.experiments.values()
-               if e.group == "paper" and "pr" in e.analyses and e.study.name == "puzzle" for s in e.seeds]
+               if e.group == "paper" and "pr" in e.analyses and e.study.sequences for s in e.seeds]
     return ["## Analyses and ablations", "",
             f"Participation ratio, paper (27M Sudoku HRM, D = {PR_PAPER['dimension']}): z_H {PR_PAPER['z_H']}, "
             f"z_L {PR_PAPER['z_L']}, ratio {PR_PAPER['ratio']}. Measured here: "

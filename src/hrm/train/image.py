@@ -30,11 +30,11 @@ from hrm.core.progress import Progress
 from hrm.data import build as built
 from hrm.evaluate.image_pass import Normalizer, predict
 from hrm.models.optim import adamw, lr_at, set_lr
-from hrm.models.registry import build_model, count_params
+from hrm.models.registry import MODELS, build_model, count_params
 from hrm.pipeline import studies
 from hrm.pipeline.config import Experiment, ImageRecipe, Params
 from hrm.runtime.distributed import Ranks, sync_batchnorm
-from hrm.runtime.speed import autocast, compile_model, mark_step, set_precision
+from hrm.runtime.speed import apply_precision, compile_model, mark_step
 from hrm.train.run import Run
 
 log = logging.getLogger("hrm")
@@ -60,8 +60,7 @@ class StepContext:
     recipe: ImageRecipe
     schedule: Schedule
     state: RunState                   # its `step` is the one update counter
-    device: torch.device
-    precision: str
+    amp: torch.autocast               # the run's autocast (hrm.runtime.speed.apply_precision)
     post_update_acc: bool             # faithful HRM-CIFAR quirk: accuracy of a re-run after the updates
     ranks: Ranks = field(default_factory=Ranks.single)
     share: float = 1.0                # this rank's fraction of the current global batch
@@ -82,7 +81,7 @@ class StepContext:
         self.state.step += 1
 
     def autocast(self) -> torch.autocast:
-        return autocast(self.device, self.precision)
+        return self.amp
 
 
 # One batch: returns (mean loss, number of correct predictions) as device tensors.
@@ -125,7 +124,8 @@ def hrm_image_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, opt
     return torch.stack(losses).mean(), torch.stack(hits).float().mean()
 
 
-BATCH_STEPS: dict[str, BatchStep] = {"cnn": classifier_step, "hrm-image": hrm_image_step}
+# A model trained segment by segment (its registry row says so) takes the deep-supervision step.
+BATCH_STEPS: dict[bool, BatchStep] = {False: classifier_step, True: hrm_image_step}
 
 
 def make_schedule(exp: Experiment, steps_per_epoch: int) -> Schedule:
@@ -179,19 +179,19 @@ class ImageRun(Run):
         self.model.init_weights(torch.Generator().manual_seed(seed))
         sync_batchnorm(self.model, self.ranks)
         self.model.to(self.device)
-        set_precision(self.model, self.device, self.runtime.precision)
+        self.amp = apply_precision(self.model, self.device, self.runtime.precision)
         r = self.recipe
         self.optimizer = adamw(list(self.model.parameters()), r.lr, r.betas, r.eps, r.weight_decay,
                                self.runtime.optimizer)
         self.steps_per_epoch = math.ceil(len(self.x_train) / self.recipe.batch_size)
-        self.step_fn = BATCH_STEPS[exp.model.kind]
+        self.step_fn = BATCH_STEPS[MODELS[exp.model.kind].segments]
         compile_model(self.model, self.runtime, self.device)
         # A NaN check is a host sync: every batch on the CPU (free), every log interval on a GPU.
         self.check_every = 1 if self.device.type == "cpu" else self.runtime.log_every_steps
 
     def setup(self) -> None:
-        self.ctx = StepContext(self.recipe, make_schedule(self.exp, self.steps_per_epoch), self.state, self.device,
-                               self.runtime.precision, post_update_acc=self.exp.mode == "faithful"
+        self.ctx = StepContext(self.recipe, make_schedule(self.exp, self.steps_per_epoch), self.state, self.amp,
+                               post_update_acc=self.exp.mode == "faithful"
                                and self.recipe.train_acc == "post_update", ranks=self.ranks)
 
     def loop(self) -> None:
