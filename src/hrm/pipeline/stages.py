@@ -136,8 +136,8 @@ def evaluate_deps(exp: Experiment, seed: int) -> list[str]:
 
 
 def analyze_deps(exp: Experiment, seed: int, kind: str) -> list[str]:
-    return [str(paths.built_dir(exp.dataset)), str(paths.model_file(exp.group, exp.name, seed))] + \
-        code_deps(studies.ANALYSES[kind][0])
+    code = set(code_deps(studies.ANALYSES[kind][0])) | set(code_deps(exp.study.modules["pass"]))  # read by name
+    return [str(paths.built_dir(exp.dataset)), str(paths.model_file(exp.group, exp.name, seed)), *sorted(code)]
 
 
 def analyze_outputs(exp: Experiment, seed: int, kind: str) -> list[str]:
