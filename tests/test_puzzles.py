@@ -72,6 +72,28 @@ def test_generated_maze_has_the_promised_path() -> None:
     assert maze.shortest_path(walk) is not None
 
 
+def test_a_maze_without_border_uses_every_token_and_keeps_a_shortest_path() -> None:
+    question, answer = maze.generate(seed=3, size=7, min_path=8, loops=0.0, border=False)
+    assert question.shape == (7, 7) and (question[[0, -1], :] != maze.WALL).any()   # no outer wall
+    maze.check_answer(question, answer, "generated")                           # a shortest S-to-G path
+    assert len(maze.shortest_path(question)) - 1 > 8
+    with pytest.raises(ValueError, match="odd size"):
+        maze.generate(seed=3, size=6, min_path=2, border=False)
+
+
+def test_generated_test_mazes_are_unseen_in_training_in_any_orientation() -> None:
+    from hrm.data.puzzles.build import generated_mazes
+    from hrm.data.puzzles.sources import Generated
+
+    src = Generated(train=300, test=100, seed=4, size=5, min_path=2, loops=0.0, border=False)   # small: repeats
+    splits = generated_mazes(src)
+    seen = {dihedral.transform(q, t).tobytes() for q in splits["train"][0] for t in range(8)}
+    test = [q.tobytes() for q in splits["test"][0]]
+    assert len(splits["test"][0]) == 100 and not seen & set(test) and len(set(test)) == len(test)
+    raw = [maze.tokens(maze.generate(4 * 1_000_003 + i, 5, 2, 0.0, False)[0]).tobytes() for i in range(300, 400)]
+    assert seen & set(raw)            # without the filter some test mazes would repeat training ones
+
+
 @pytest.mark.parametrize("text,msg", [("#" * 899, "899 characters"), ("S" + "G" + "x" * 898, "foreign"),
                                       ("S" + " " * 899, "0 'G' cells"), ("SS" + "G" + " " * 897, "2 'S' cells")])
 def test_bad_mazes_are_named(text: str, msg: str) -> None:

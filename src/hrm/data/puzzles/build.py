@@ -144,13 +144,31 @@ def maze_rows(path: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(qs), np.stack(ans)
 
 
+def generated_mazes(src: Generated) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Train and test mazes from consecutive seeds; a test maze equal to a training maze in any of its 8
+    dihedral versions is skipped (small mazes repeat), so every test maze is unseen in training."""
+    def made(i: int) -> tuple[np.ndarray, np.ndarray]:
+        q, a = maze.generate(src.seed * 1_000_003 + i, src.size, src.min_path, src.loops, src.border)
+        return maze.tokens(q), maze.tokens(a)
+
+    train = [made(i) for i in range(src.train)]
+    seen = {arc.dihedral.transform(q, t).tobytes() for q, _ in train for t in range(8)}
+    test = []
+    for i in range(src.train, src.train + 50 * src.test):
+        q, a = made(i)
+        if q.tobytes() not in seen:
+            seen.add(q.tobytes())
+            test.append((q, a))
+            if len(test) == src.test:
+                return {split: (np.stack([q for q, _ in rows]), np.stack([a for _, a in rows]))
+                        for split, rows in (("train", train), ("test", test))}
+    raise DataError(f"{src}: fewer than {src.test} mazes unseen in training among {50 * src.test} generated")
+
+
 def build_maze(spec: PuzzleSet, raw: Path, dest: Path) -> dict:
     src = spec.source
     if isinstance(src, Generated):
-        made = [maze.generate(src.seed * 1_000_003 + i, src.size, src.min_path) for i in range(src.train + src.test)]
-        q = np.stack([maze.tokens(m[0]) for m in made])
-        a = np.stack([maze.tokens(m[1]) for m in made])
-        splits = {"train": (q[:src.train], a[:src.train]), "test": (q[src.train:], a[src.train:])}
+        splits = generated_mazes(src)
     else:
         splits = {s: maze_rows(raw / f"{s}.csv", spec.side) for s in ("train", "test")}
     if spec.augmentations not in (0, 7):

@@ -99,12 +99,16 @@ def _carve(size: int, rng: np.random.Generator, loops: float) -> np.ndarray:
     return grid
 
 
-def generate(seed: int, size: int = 30, min_path: int = 110, loops: float = 0.05,
+def generate(seed: int, size: int = 30, min_path: int = 110, loops: float = 0.05, border: bool = True,
              tries: int = 200) -> tuple[np.ndarray, np.ndarray]:
-    """(question, answer) char grids whose shortest S->G path is longer than `min_path` moves."""
+    """(question, answer) char grids whose shortest S->G path is longer than `min_path` moves.
+    `border=False`: no outer wall (a maze carved on size + 2, its border cut off), so every token of a
+    small maze is a cell or a passage; `size` must then be odd."""
+    if not border and size % 2 == 0:
+        raise ValueError(f"a maze without border needs an odd size, got {size}")
     rng = np.random.default_rng(seed)
     for _ in range(tries):
-        grid = _carve(size, rng, loops)
+        grid = _carve(size, rng, loops) if border else _carve(size + 2, rng, loops)[1:-1, 1:-1]
         free = np.argwhere(grid == OPEN)
         s, g = free[rng.choice(len(free), 2, replace=False)]
         grid[tuple(s)], grid[tuple(g)] = START, GOAL

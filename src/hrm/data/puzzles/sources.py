@@ -63,6 +63,8 @@ class Generated:
     seed: int
     size: int = 30                     # mazes only
     min_path: int = 110                # mazes only: shortest S->G path must exceed this (in moves)
+    loops: float = 0.05                # mazes only: share of inner walls knocked out after carving
+    border: bool = True                # mazes only: an outer wall (False: every token is a cell or passage)
     box: tuple[int, int] = (3, 3)      # Sudoku only: box height and width (grid side = their product)
     blanks: int | None = None          # Sudoku only: blank cells (None = as many as uniqueness allows)
 
