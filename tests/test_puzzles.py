@@ -62,6 +62,7 @@ def test_sudoku_parse_errors_name_the_row() -> None:
 def test_generated_maze_has_the_promised_path() -> None:
     question, answer = maze.generate(seed=5, size=30, min_path=110)
     path = maze.shortest_path(question)
+    assert maze.shortest_paths(question) == 1          # the answer is the only shortest path
     assert path is not None and len(path) - 1 > 110
     assert (answer == maze.PATH).sum() == len(path) - 2
     assert set(np.unique(maze.tokens(answer))) <= {1, 2, 3, 4, 5}
@@ -70,6 +71,15 @@ def test_generated_maze_has_the_promised_path() -> None:
     walk[walk == maze.OPEN] = maze.WALL
     walk[walk == maze.PATH] = maze.OPEN
     assert maze.shortest_path(walk) is not None
+
+
+def test_shortest_paths_are_counted() -> None:
+    grid = np.array([list(row) for row in ("S  ", " # ", "  G")])     # around the wall either way: 2
+    assert maze.shortest_paths(grid) == 2
+    grid[0, 1] = maze.WALL
+    assert maze.shortest_paths(grid) == 1
+    grid[1, 0] = maze.WALL
+    assert maze.shortest_paths(grid) == 0
 
 
 def test_a_maze_without_border_uses_every_token_and_keeps_a_shortest_path() -> None:

@@ -54,6 +54,28 @@ def shortest_path(grid: np.ndarray) -> list[tuple[int, int]] | None:
     return None
 
 
+def shortest_paths(grid: np.ndarray) -> int:
+    """How many distinct shortest S->G paths the maze has (0 if G is unreachable): BFS by layers,
+    each cell's count the sum of its predecessors' on the layer before."""
+    start = tuple(int(v) for v in np.argwhere(grid == START)[0])
+    goal = tuple(int(v) for v in np.argwhere(grid == GOAL)[0])
+    dist, count = {start: 0}, {start: 1}
+    queue = deque([start])
+    h, w = grid.shape
+    while queue:
+        cell = queue.popleft()
+        for dr, dc in MOVES:
+            nxt = (cell[0] + dr, cell[1] + dc)
+            if not (0 <= nxt[0] < h and 0 <= nxt[1] < w) or grid[nxt] == WALL:
+                continue
+            if nxt not in dist:
+                dist[nxt], count[nxt] = dist[cell] + 1, count[cell]
+                queue.append(nxt)
+            elif dist[nxt] == dist[cell] + 1:
+                count[nxt] += count[cell]
+    return count.get(goal, 0)
+
+
 def check_answer(grid: np.ndarray, answer: np.ndarray, where: str) -> None:
     """The answer's path cells, with S and G, must be one shortest S-to-G path of the maze."""
     shortest = shortest_path(grid)
@@ -100,8 +122,9 @@ def _carve(size: int, rng: np.random.Generator, loops: float) -> np.ndarray:
 
 
 def generate(seed: int, size: int = 30, min_path: int = 110, loops: float = 0.05, border: bool = True,
-             tries: int = 200) -> tuple[np.ndarray, np.ndarray]:
-    """(question, answer) char grids whose shortest S->G path is longer than `min_path` moves.
+             tries: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """(question, answer) char grids whose shortest S->G path is longer than `min_path` moves and is the
+    only shortest path (with loops two routes can tie, and exact-match scoring needs one answer).
     `border=False`: no outer wall (a maze carved on size + 2, its border cut off), so every token of a
     small maze is a cell or a passage; `size` must then be odd."""
     if not border and size % 2 == 0:
@@ -113,12 +136,12 @@ def generate(seed: int, size: int = 30, min_path: int = 110, loops: float = 0.05
         s, g = free[rng.choice(len(free), 2, replace=False)]
         grid[tuple(s)], grid[tuple(g)] = START, GOAL
         path = shortest_path(grid)
-        if path is not None and len(path) - 1 > min_path:
+        if path is not None and len(path) - 1 > min_path and shortest_paths(grid) == 1:
             answer = grid.copy()
             for cell in path[1:-1]:
                 answer[cell] = PATH
             return grid, answer
-    raise ValueError(f"no maze with a path longer than {min_path} in {tries} tries (seed {seed})")
+    raise ValueError(f"no maze with one shortest path longer than {min_path} in {tries} tries (seed {seed})")
 
 
 def tokens(grid: np.ndarray) -> np.ndarray:
