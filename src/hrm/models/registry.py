@@ -276,9 +276,9 @@ class ModelEntry:
     count: Callable[[Any, Shape], int]
     study: Literal["image", "puzzle"]                # which study's data, trainer and evaluation it runs under
     label: str                                       # its name in the ablation tables and figures
-    two_states: bool                                 # z_H and z_L with segments: `hrm analyze` applies
+    two_states: bool                                 # z_H and z_L carried across segments: `hrm analyze` applies,
+                                                     # and an image one trains segment by segment
     ema: bool                                        # its paper recipe averages the weights (TRM)
-    segments: bool                                   # image models: trained segment by segment (deep supervision)
     tiny: dict[str, Any]                             # a tiny version (the speed options' check, `make gpu-check`)
 
 
@@ -287,21 +287,20 @@ _IMAGE = {"mlp": "geglu", "norm_gain": True, "rope": "interleaved"}
 _PUZZLE = {"mlp": "swiglu", "norm_gain": False, "rope": "half"}
 MODELS: dict[str, ModelEntry] = {
     "cnn": ModelEntry(CNNConfig, "hrm.models.cnn", _cnn_params, "image", "CNN", two_states=False, ema=False,
-                      segments=False, tiny={"widths": [8, 16], "convs_per_stage": 1, "bn_momentum": 0.1,
-                                            "bn_eps": 1e-5}),
+                      tiny={"widths": [8, 16], "convs_per_stage": 1, "bn_momentum": 0.1, "bn_eps": 1e-5}),
     "hrm-image": ModelEntry(ImageHRMConfig, "hrm.models.hrm", _image_hrm_params, "image", "HRM", two_states=True,
-                            ema=False, segments=True, tiny={
+                            ema=False, tiny={
                                 **_BLOCK, **_IMAGE, "low_layers": 1, "high_layers": 1, "high_cycles": 2,
                                 "low_steps": 2, "patch": 7, "train_segments": 2, "eval_segments": 2}),
     "hrm-puzzle": ModelEntry(PuzzleHRMConfig, "hrm.models.hrm", _puzzle_params, "puzzle", "HRM", two_states=True,
-                             ema=False, segments=False, tiny={
+                             ema=False, tiny={
                                  **_BLOCK, **_PUZZLE, "low_layers": 1, "high_layers": 1, "high_cycles": 2,
                                  "low_steps": 2, "halt_max_steps": 4, "halt_exploration": 0.1}),
     "transformer-puzzle": ModelEntry(PuzzleTransformerConfig, "hrm.models.hrm", _puzzle_params, "puzzle",
-                                     "transformer", two_states=False, ema=False, segments=False,
+                                     "transformer", two_states=False, ema=False,
                                      tiny={**_BLOCK, **_PUZZLE, "layers": 2}),
     "trm-puzzle": ModelEntry(TRMConfig, "hrm.models.hrm", _puzzle_params, "puzzle", "TRM", two_states=True,
-                             ema=True, segments=False, tiny={
+                             ema=True, tiny={
                                  **_BLOCK, **_PUZZLE, "layers": 2, "recursions": 2, "latent_steps": 2,
                                  "mixer": "attention", "puzzle_prefix": 4, "halt_max_steps": 4,
                                  "halt_exploration": 0.1}),

@@ -124,7 +124,7 @@ def hrm_image_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, opt
     return torch.stack(losses).mean(), torch.stack(hits).float().mean()
 
 
-# A model trained segment by segment (its registry row says so) takes the deep-supervision step.
+# A model whose states carry across segments (its registry row's two_states) takes the deep-supervision step.
 BATCH_STEPS: dict[bool, BatchStep] = {False: classifier_step, True: hrm_image_step}
 
 
@@ -184,7 +184,7 @@ class ImageRun(Run):
         self.optimizer = adamw(list(self.model.parameters()), r.lr, r.betas, r.eps, r.weight_decay,
                                self.runtime.optimizer)
         self.steps_per_epoch = math.ceil(len(self.x_train) / self.recipe.batch_size)
-        self.step_fn = BATCH_STEPS[MODELS[exp.model.kind].segments]
+        self.step_fn = BATCH_STEPS[MODELS[exp.model.kind].two_states]
         compile_model(self.model, self.runtime, self.device)
         # A NaN check is a host sync: every batch on the CPU (free), every log interval on a GPU.
         self.check_every = 1 if self.device.type == "cpu" else self.runtime.log_every_steps

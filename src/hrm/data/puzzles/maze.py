@@ -30,49 +30,52 @@ def parse(text: str, size: int, where: str, answer: bool = False) -> np.ndarray:
     return np.array(list(text)).reshape(size, size)
 
 
-def shortest_path(grid: np.ndarray) -> list[tuple[int, int]] | None:
-    """Cells of one shortest S->G path (both ends included) by BFS, or None if G is unreachable."""
-    start = tuple(int(v) for v in np.argwhere(grid == START)[0])
-    goal = tuple(int(v) for v in np.argwhere(grid == GOAL)[0])
-    parent: dict[tuple[int, int], tuple[int, int] | None] = {start: None}
-    queue = deque([start])
-    h, w = grid.shape
-    while queue:
-        cell = queue.popleft()
-        if cell == goal:
-            path = []
-            node: tuple[int, int] | None = cell
-            while node is not None:
-                path.append(node)
-                node = parent[node]
-            return path[::-1]
-        for dr, dc in MOVES:
-            nxt = (cell[0] + dr, cell[1] + dc)
-            if 0 <= nxt[0] < h and 0 <= nxt[1] < w and nxt not in parent and grid[nxt] != WALL:
-                parent[nxt] = cell
-                queue.append(nxt)
-    return None
+Cell = tuple[int, int]
 
 
-def shortest_paths(grid: np.ndarray) -> int:
-    """How many distinct shortest S->G paths the maze has (0 if G is unreachable): BFS by layers,
-    each cell's count the sum of its predecessors' on the layer before."""
+def _search(grid: np.ndarray) -> tuple[Cell, dict[Cell, Cell | None], dict[Cell, int]]:
+    """BFS from S by layers: (G, each reached cell's first predecessor, its number of shortest paths
+    from S), stopped once G's layer is reached (every predecessor of G lies on the layer before)."""
     start = tuple(int(v) for v in np.argwhere(grid == START)[0])
     goal = tuple(int(v) for v in np.argwhere(grid == GOAL)[0])
+    parent: dict[Cell, Cell | None] = {start: None}
     dist, count = {start: 0}, {start: 1}
     queue = deque([start])
     h, w = grid.shape
     while queue:
         cell = queue.popleft()
+        if goal in dist and dist[cell] >= dist[goal]:
+            break
         for dr, dc in MOVES:
             nxt = (cell[0] + dr, cell[1] + dc)
             if not (0 <= nxt[0] < h and 0 <= nxt[1] < w) or grid[nxt] == WALL:
                 continue
             if nxt not in dist:
-                dist[nxt], count[nxt] = dist[cell] + 1, count[cell]
+                parent[nxt], dist[nxt], count[nxt] = cell, dist[cell] + 1, count[cell]
                 queue.append(nxt)
             elif dist[nxt] == dist[cell] + 1:
                 count[nxt] += count[cell]
+    return goal, parent, count
+
+
+def shortest_path(grid: np.ndarray) -> list[Cell] | None:
+    """Cells of one shortest S->G path (both ends included) by BFS, or None if G is unreachable."""
+    goal, parent, _ = _search(grid)
+    return _trace(goal, parent) if goal in parent else None
+
+
+def _trace(goal: Cell, parent: dict[Cell, Cell | None]) -> list[Cell]:
+    path = []
+    node: Cell | None = goal
+    while node is not None:
+        path.append(node)
+        node = parent[node]
+    return path[::-1]
+
+
+def shortest_paths(grid: np.ndarray) -> int:
+    """How many distinct shortest S->G paths the maze has (0 if G is unreachable)."""
+    goal, _, count = _search(grid)
     return count.get(goal, 0)
 
 
@@ -135,12 +138,14 @@ def generate(seed: int, size: int = 30, min_path: int = 110, loops: float = 0.05
         free = np.argwhere(grid == OPEN)
         s, g = free[rng.choice(len(free), 2, replace=False)]
         grid[tuple(s)], grid[tuple(g)] = START, GOAL
-        path = shortest_path(grid)
-        if path is not None and len(path) - 1 > min_path and shortest_paths(grid) == 1:
-            answer = grid.copy()
-            for cell in path[1:-1]:
-                answer[cell] = PATH
-            return grid, answer
+        goal, parent, count = _search(grid)
+        if count.get(goal) == 1:
+            path = _trace(goal, parent)
+            if len(path) - 1 > min_path:
+                answer = grid.copy()
+                for cell in path[1:-1]:
+                    answer[cell] = PATH
+                return grid, answer
     raise ValueError(f"no maze with one shortest path longer than {min_path} in {tries} tries (seed {seed})")
 
 
